@@ -1,0 +1,14 @@
+//! cutover-auditor: tells a Kubernetes platform team, with evidence, when it is
+//! safe to cut over away from legacy ServiceAccount tokens.
+//!
+//! # Layout
+//!
+//! The pure core takes bytes, samples and `now` as arguments and does no I/O:
+//!
+//! - [`time`]: timestamps as integers, so time is a parameter.
+//! - [`families`]: the kube-apiserver metric families and token kinds.
+//!
+//! See `ARCHITECTURE.md` for the codemap and the invariants.
+
+pub mod families;
+pub mod time;
