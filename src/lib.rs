@@ -7,8 +7,14 @@
 //!
 //! - [`time`]: timestamps as integers, so time is a parameter.
 //! - [`families`]: the kube-apiserver metric families and token kinds.
+//! - [`window`]: interval arithmetic for windows and coverage.
+//! - [`ledger`]: per instance and series, exact increments, resets, holes.
+//! - [`verdict`]: per cutover, the state, its reason and its numbers.
 //!
 //! See `ARCHITECTURE.md` for the codemap and the invariants.
 
 pub mod families;
+pub mod ledger;
 pub mod time;
+pub mod verdict;
+pub mod window;
