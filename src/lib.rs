@@ -11,8 +11,13 @@
 //! - [`ledger`]: per instance and series, exact increments, resets, holes.
 //! - [`verdict`]: per cutover, the state, its reason and its numbers.
 //!
+//! The shell around it:
+//!
+//! - [`config`]: the configuration file, validated once.
+//!
 //! See `ARCHITECTURE.md` for the codemap and the invariants.
 
+pub mod config;
 pub mod families;
 pub mod ledger;
 pub mod time;
