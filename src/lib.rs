@@ -14,12 +14,14 @@
 //! The shell around it:
 //!
 //! - [`config`]: the configuration file, validated once.
+//! - [`state`]: the state file, written atomically, moved aside when corrupt.
 //!
 //! See `ARCHITECTURE.md` for the codemap and the invariants.
 
 pub mod config;
 pub mod families;
 pub mod ledger;
+pub mod state;
 pub mod time;
 pub mod verdict;
 pub mod window;
