@@ -15,13 +15,17 @@
 //!
 //! - [`config`]: the configuration file, validated once.
 //! - [`state`]: the state file, written atomically, moved aside when corrupt.
+//! - [`status`]: the daemon's status as data, behind every surface.
+//! - [`metrics`]: every exported metric, registered in one place.
 //!
 //! See `ARCHITECTURE.md` for the codemap and the invariants.
 
 pub mod config;
 pub mod families;
 pub mod ledger;
+pub mod metrics;
 pub mod state;
+pub mod status;
 pub mod time;
 pub mod verdict;
 pub mod window;
