@@ -7,8 +7,13 @@
 //!
 //! - [`time`]: timestamps as integers, so time is a parameter.
 //! - [`families`]: the kube-apiserver metric families and token kinds.
+//! - [`exposition`]: the streaming extractor, from page bytes (plain or
+//!   gzip) to the samples of the watched families.
+//! - [`inspect`]: what `cutover-auditor inspect` prints for one page.
 //!
 //! See `ARCHITECTURE.md` for the codemap and the invariants.
 
+pub mod exposition;
 pub mod families;
+pub mod inspect;
 pub mod time;
