@@ -493,7 +493,16 @@ impl Extractor {
                 // A valid sample of another family: the watched block ended
                 // without a HELP/TYPE line (untyped family).
                 Ok(_) => self.block = None,
-                Err(problem) => return Err(self.malformed(i, problem)),
+                Err(problem) => {
+                    let name_end = line.iter().position(|&b| !is_name_byte(b));
+                    let name = String::from_utf8_lossy(&line[..name_end.unwrap_or(line.len())]);
+                    let problem = if belongs(&name, &base) {
+                        problem
+                    } else {
+                        format!("{} is not a sample of this family ({problem})", show(line))
+                    };
+                    return Err(self.malformed(i, problem));
+                }
             }
             return match self.classify_prefix(line, true) {
                 Class::Keep => self.sample_line(line),
