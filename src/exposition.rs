@@ -111,7 +111,6 @@ impl Page {
 
     /// The samples named exactly `family`.
     pub fn series(&self, family: &str) -> impl Iterator<Item = &Sample> {
-        let family = family.to_owned();
         self.samples.iter().filter(move |s| s.name == family)
     }
 
