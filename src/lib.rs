@@ -7,9 +7,12 @@
 //!
 //! - [`time`]: timestamps as integers, so time is a parameter.
 //! - [`families`]: the kube-apiserver metric families and token kinds.
+//! - [`exposition`]: the streaming extractor, from page bytes (plain or
+//!   gzip) to the samples of the watched families.
 //! - [`window`]: interval arithmetic for windows and coverage.
 //! - [`ledger`]: per instance and series, exact increments, resets, holes.
 //! - [`verdict`]: per cutover, the state, its reason and its numbers.
+//! - [`inspect`]: what `cutover-auditor inspect` prints for one page.
 //!
 //! The shell around it:
 //!
@@ -21,7 +24,9 @@
 //! See `ARCHITECTURE.md` for the codemap and the invariants.
 
 pub mod config;
+pub mod exposition;
 pub mod families;
+pub mod inspect;
 pub mod ledger;
 pub mod metrics;
 pub mod state;
