@@ -945,7 +945,7 @@ fn objects(dir: &str) -> Vec<Value> {
             .arg(repo().join(dir))
             .env("KUBECONFIG", "/nonexistent/kubeconfig"),
         None,
-        "kubectl (see https://kubernetes.io/docs/tasks/tools/): install it on PATH",
+        "kubectl 1.27 or later (Kustomize v5) on PATH",
     );
     assert!(
         out.status.success(),
@@ -960,6 +960,7 @@ fn objects(dir: &str) -> Vec<Value> {
 }
 
 /// Runs kubernetes-validate (strict) on the objects; Err carries its report.
+/// A missing module shows as "No module named kubernetes_validate".
 /// "No schema found" counts as a failure: it means a wrong apiVersion/kind.
 fn kubernetes_validate(objects: &[Value], version: &str) -> Result<(), String> {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
@@ -973,17 +974,29 @@ fn kubernetes_validate(objects: &[Value], version: &str) -> Result<(), String> {
     let stream: String = objects.iter().map(|o| format!("---\n{o}\n")).collect();
     std::fs::write(&file, stream).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     let out = run(
-        Command::new("kubernetes-validate")
-            .args(["--strict", "--quiet", "-k", version])
+        // As a module of the python3 that has PyYAML: no PATH to pip's scripts needed.
+        Command::new("python3")
+            .args([
+                "-m",
+                "kubernetes_validate",
+                "--strict",
+                "--quiet",
+                "-k",
+                version,
+            ])
             .arg(&file),
         None,
-        "pip install kubernetes-validate==1.37.0",
+        "python3 -m pip install kubernetes-validate==1.37.0",
     );
     let _ = std::fs::remove_file(&file);
     let report = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !report.contains("No module named kubernetes_validate"),
+        "kubernetes-validate is required: python3 -m pip install kubernetes-validate==1.37.0"
     );
     if out.status.success() && !report.contains("WARN") && !report.contains("ERROR") {
         Ok(())
