@@ -7,8 +7,18 @@
 //!
 //! - [`time`]: timestamps as integers, so time is a parameter.
 //! - [`families`]: the kube-apiserver metric families and token kinds.
+//! - [`endpointslice`]: the EndpointSlice JSON shape used for discovery.
+//!
+//! The edge reads time from a [`clock::Clock`] (real, or accelerated for
+//! `demo`), so the simulator and the daemon can share one clock:
+//!
+//! - [`simulator`]: simulated kube-apiservers (TLS, tokens, pages, discovery,
+//!   scripted clients, ground truth) for `simulate`, `demo` and the tests.
 //!
 //! See `ARCHITECTURE.md` for the codemap and the invariants.
 
+pub mod clock;
+pub mod endpointslice;
 pub mod families;
+pub mod simulator;
 pub mod time;

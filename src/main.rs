@@ -3,6 +3,9 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    eprintln!("cutover-auditor {}: no command yet", env!("CARGO_PKG_VERSION"));
+    eprintln!(
+        "cutover-auditor {}: no command yet",
+        env!("CARGO_PKG_VERSION")
+    );
     ExitCode::from(64)
 }

@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 /// Milliseconds since the Unix epoch (UTC).
 ///
 /// Millisecond integers keep window arithmetic exact; `f64` seconds would not.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Timestamp(pub i64);
 
@@ -74,7 +76,12 @@ impl Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{:03}", self.0.div_euclid(1000), self.0.rem_euclid(1000))
+        write!(
+            f,
+            "{}.{:03}",
+            self.0.div_euclid(1000),
+            self.0.rem_euclid(1000)
+        )
     }
 }
 
@@ -91,10 +98,19 @@ mod tests {
     fn arithmetic_is_exact_and_saturating() {
         let t = Timestamp::from_secs(100);
         assert_eq!(t.add(Duration::from_millis(1500)), Timestamp(101_500));
-        assert_eq!(t.sub(Duration::from_secs(7 * 86_400)).0, 100_000 - 604_800_000);
+        assert_eq!(
+            t.sub(Duration::from_secs(7 * 86_400)).0,
+            100_000 - 604_800_000
+        );
         assert_eq!(t.since(Timestamp::from_secs(160)), Duration::ZERO);
-        assert_eq!(Timestamp(i64::MAX).add(Duration::from_secs(1)), Timestamp(i64::MAX));
-        assert_eq!(Timestamp::from_secs_f64(1.78246873027e9), Some(Timestamp(1_782_468_730_270)));
+        assert_eq!(
+            Timestamp(i64::MAX).add(Duration::from_secs(1)),
+            Timestamp(i64::MAX)
+        );
+        assert_eq!(
+            Timestamp::from_secs_f64(1.78246873027e9),
+            Some(Timestamp(1_782_468_730_270))
+        );
         assert_eq!(Timestamp::from_secs_f64(f64::NAN), None);
         assert_eq!(Timestamp(-1500).to_string(), "-2.500");
     }
