@@ -60,7 +60,7 @@ impl Clock {
                 speed,
             } => {
                 let real = started.elapsed().as_secs_f64();
-                origin.add(Duration::from_secs_f64(real * speed))
+                *origin + Duration::from_secs_f64(real * speed)
             }
             Inner::Manual(tx) => *tx.borrow(),
         }
@@ -87,7 +87,7 @@ impl Clock {
                 tokio::time::sleep(self.to_real(simulated)).await;
             }
             Inner::Manual(tx) => {
-                let until = self.now().add(simulated);
+                let until = self.now() + simulated;
                 let mut rx = tx.subscribe();
                 // The sender lives in `self`, so the channel cannot close while we wait.
                 let _ = rx.wait_for(|now| *now >= until).await;
@@ -98,7 +98,7 @@ impl Clock {
     /// Moves a manual clock forward by `d`; no effect on other clocks.
     pub fn advance(&self, d: Duration) {
         if let Inner::Manual(tx) = &self.inner {
-            tx.send_modify(|now| *now = now.add(d));
+            tx.send_modify(|now| *now = *now + d);
         }
     }
 

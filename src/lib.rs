@@ -7,6 +7,9 @@
 //!
 //! - [`time`]: timestamps as integers, so time is a parameter.
 //! - [`families`]: the kube-apiserver metric families and token kinds.
+//! - [`window`]: interval arithmetic for windows and coverage.
+//! - [`ledger`]: per instance and series, exact increments, resets, holes.
+//! - [`verdict`]: per cutover, the state, its reason and its numbers.
 //! - [`endpointslice`]: the EndpointSlice JSON shape used for discovery.
 //!
 //! The edge reads time from a [`clock::Clock`] (real, or accelerated for
@@ -20,5 +23,8 @@
 pub mod clock;
 pub mod endpointslice;
 pub mod families;
+pub mod ledger;
 pub mod simulator;
 pub mod time;
+pub mod verdict;
+pub mod window;

@@ -5,6 +5,7 @@
 //! observation in microseconds.
 
 use std::fmt;
+use std::ops::{Add, Sub};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -58,19 +59,25 @@ impl Timestamp {
         self.0 as f64 / 1000.0
     }
 
-    /// The later point `d` after this one (saturating).
-    pub fn add(self, d: Duration) -> Timestamp {
-        Timestamp(self.0.saturating_add(duration_millis(d)))
-    }
-
-    /// The earlier point `d` before this one (saturating).
-    pub fn sub(self, d: Duration) -> Timestamp {
-        Timestamp(self.0.saturating_sub(duration_millis(d)))
-    }
-
     /// The time from `earlier` to `self`, zero if `earlier` is later.
     pub fn since(self, earlier: Timestamp) -> Duration {
         Duration::from_millis(self.0.saturating_sub(earlier.0).max(0) as u64)
+    }
+}
+
+/// The later point `d` after a timestamp (saturating).
+impl Add<Duration> for Timestamp {
+    type Output = Timestamp;
+    fn add(self, d: Duration) -> Timestamp {
+        Timestamp(self.0.saturating_add(duration_millis(d)))
+    }
+}
+
+/// The earlier point `d` before a timestamp (saturating).
+impl Sub<Duration> for Timestamp {
+    type Output = Timestamp;
+    fn sub(self, d: Duration) -> Timestamp {
+        Timestamp(self.0.saturating_sub(duration_millis(d)))
     }
 }
 
@@ -97,14 +104,14 @@ mod tests {
     #[test]
     fn arithmetic_is_exact_and_saturating() {
         let t = Timestamp::from_secs(100);
-        assert_eq!(t.add(Duration::from_millis(1500)), Timestamp(101_500));
+        assert_eq!(t + Duration::from_millis(1500), Timestamp(101_500));
         assert_eq!(
-            t.sub(Duration::from_secs(7 * 86_400)).0,
+            (t - Duration::from_secs(7 * 86_400)).0,
             100_000 - 604_800_000
         );
         assert_eq!(t.since(Timestamp::from_secs(160)), Duration::ZERO);
         assert_eq!(
-            Timestamp(i64::MAX).add(Duration::from_secs(1)),
+            Timestamp(i64::MAX) + Duration::from_secs(1),
             Timestamp(i64::MAX)
         );
         assert_eq!(

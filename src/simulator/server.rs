@@ -119,7 +119,7 @@ impl Auth {
                 && self.current.as_deref() != Some(token.as_str())
                 && let Some(old) = self.current.replace(token)
             {
-                self.previous.push((old, now.add(self.grace)));
+                self.previous.push((old, (now + self.grace)));
             }
         }
         self.previous.retain(|(_, until)| *until > now);

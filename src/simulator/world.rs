@@ -102,7 +102,7 @@ impl World {
             .map(|(i, v)| {
                 // Distinct, realistic uptimes: a fleet whose members started hours apart.
                 let uptime = Duration::from_millis(3 * 3_600_000 + i as u64 * 1_020_000 + 370);
-                Instance::new(*v, origin.sub(uptime), Presence::Up)
+                Instance::new(*v, origin - uptime, Presence::Up)
             })
             .collect();
         for e in &scenario.events {
@@ -115,7 +115,7 @@ impl World {
             .iter()
             .map(|c| ClientState {
                 client: c.clone(),
-                next_tick: Some(origin.add(c.from)),
+                next_tick: Some(origin + c.from),
                 cursor: 0,
             })
             .collect();
@@ -128,7 +128,7 @@ impl World {
             events: scenario
                 .events
                 .iter()
-                .map(|e| (origin.add(e.at), e.action.clone()))
+                .map(|e| ((origin + e.at), e.action.clone()))
                 .collect(),
             next_event: 0,
             instances,
@@ -312,7 +312,7 @@ impl World {
                 if let Some(inst) = self.instances.get_mut(instance) {
                     inst.outage = Some(Outage {
                         mode,
-                        until: at.add(duration),
+                        until: (at + duration),
                         delay,
                     });
                 }
@@ -372,7 +372,7 @@ impl World {
         inst.cache_misses += 1;
         if !rejected {
             inst.cache
-                .insert(key, at.add(Duration::from_millis(ttl.max(0) as u64)));
+                .insert(key, at + Duration::from_millis(ttl.max(0) as u64));
         }
         for k in counted(kind, v) {
             inst.counters[*k as usize] += 1;
@@ -479,7 +479,7 @@ impl Instance {
             _ => {
                 if ttl > 0 {
                     self.cache
-                        .insert(key, at.add(Duration::from_millis(ttl as u64)));
+                        .insert(key, at + Duration::from_millis(ttl as u64));
                 }
                 false
             }
@@ -495,7 +495,7 @@ fn round_to_centis(t: Timestamp) -> Timestamp {
 /// The next tick of `client` after one at `at`, skipping inactive periods.
 fn next_tick(client: &Client, origin: Timestamp, at: Timestamp) -> Option<Timestamp> {
     let interval = duration_millis(client.interval).max(1);
-    let from = origin.add(client.from).0;
+    let from = (origin + client.from).0;
     let mut next = at.0 + interval;
     if let Some((every, active)) = client.every {
         let (every, active) = (duration_millis(every).max(1), duration_millis(active));
@@ -509,7 +509,7 @@ fn next_tick(client: &Client, origin: Timestamp, at: Timestamp) -> Option<Timest
     }
     let next = Timestamp(next);
     match client.until {
-        Some(u) if next >= origin.add(u) => None,
+        Some(u) if next >= (origin + u) => None,
         _ => Some(next),
     }
 }
@@ -540,9 +540,9 @@ mod tests {
             "#,
         );
         let t0 = w.origin();
-        w.advance(t0.add(Duration::from_secs(60)));
+        w.advance((t0 + Duration::from_secs(60)));
         let t1 = w.now();
-        let n = |i, k| w.increments(i, k, t0.sub(Duration::from_secs(1)), t1);
+        let n = |i, k| w.increments(i, k, (t0 - Duration::from_secs(1)), t1);
         // legacy_auto: 1 req/s, cached 10 s => ticks 0,10,...,60 => 7 misses.
         // invalid: every 2 s, never cached on 1.35 => 31; cached like legacy_auto on 1.28.
         assert_eq!(n(0, TokenKind::LegacyAuto), 7);

@@ -1,0 +1,707 @@
+//! The counter ledger: exact increases per apiserver instance and series,
+//! with resets and coverage holes, in memory bounded by changes, not scrapes.
+//!
+//! Every function takes the time as an argument; nothing here reads a clock.
+//!
+//! Model, per instance:
+//! - Each successful scrape is an [`Observation`]: the counter values present
+//!   on the page and the process start time.
+//! - Two consecutive observations of the same process with no counter going
+//!   down give exact increments over `(previous, current]`. A failed scrape in
+//!   between changes nothing: counters keep counting.
+//! - A new process start time, or any counter going down (`DELETE /metrics`,
+//!   an address now served by another process), is a *reset*: the new values
+//!   count as increments since the reset, and the part of the interval where
+//!   increments may have been lost is a *hole*.
+//! - Increments are stored only when non-zero, with their interval; old ones
+//!   are merged when a series holds many, so memory follows the number of
+//!   changes and stays bounded for busy counters.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::Timestamp;
+use crate::window::{self, Interval};
+
+/// A series: its family name, then its label set as it appeared on the page
+/// (`family` alone when unlabelled, as all upstream token counters are).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SeriesKey(String);
+
+impl SeriesKey {
+    /// The key of an unlabelled series.
+    pub fn family(family: &str) -> SeriesKey {
+        SeriesKey(family.to_owned())
+    }
+
+    /// The key of a labelled series; labels are sorted so that the key does
+    /// not depend on their order on the page.
+    pub fn with_labels(family: &str, labels: &[(String, String)]) -> SeriesKey {
+        if labels.is_empty() {
+            return SeriesKey::family(family);
+        }
+        let mut sorted: Vec<&(String, String)> = labels.iter().collect();
+        sorted.sort();
+        let body: Vec<String> = sorted.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+        SeriesKey(format!("{family}{{{}}}", body.join(",")))
+    }
+
+    /// The family this series belongs to.
+    pub fn family_name(&self) -> &str {
+        self.0.split_once('{').map_or(&self.0, |(family, _)| family)
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What one successful scrape of one instance showed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observation {
+    /// The process start time, from `process_start_time_seconds` or the
+    /// `Process-Start-Time-Unix` header; `None` when the page had neither.
+    pub start_time: Option<Timestamp>,
+    /// Counter values by series. A family missing here is *absent* (unknown).
+    pub values: BTreeMap<SeriesKey, u64>,
+}
+
+/// Increments of one series over one interval.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Increment {
+    /// When the increments happened: somewhere in `(from, to]`.
+    pub during: Interval,
+    /// How many.
+    pub amount: u64,
+}
+
+/// Why an observation was a reset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResetCause {
+    /// The process start time changed: the apiserver restarted.
+    Restart,
+    /// A counter went down with the same start time (`DELETE /metrics`, or
+    /// another process answering at the same address).
+    CounterDecrease,
+}
+
+/// What the ledger made of one observation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObserveOutcome {
+    /// Set when the observation revealed a reset.
+    pub reset: Option<ResetCause>,
+    /// The interval whose increments may have been lost, if any.
+    pub hole: Option<Interval>,
+    /// Increments recorded by this observation, per series (non-zero only).
+    pub increments: Vec<(SeriesKey, u64)>,
+}
+
+/// Bounds on what the ledger keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    /// Increments and holes older than this are dropped: the longest window.
+    pub horizon: Duration,
+    /// Increments newer than this are never merged, so short windows stay exact.
+    pub exact_recent: Duration,
+    /// Per series, more increments than this trigger merging of older ones.
+    pub max_increments: usize,
+}
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention {
+            horizon: Duration::from_secs(8 * 86_400),
+            exact_recent: Duration::from_secs(3_600),
+            max_increments: 1_024,
+        }
+    }
+}
+
+/// All instances' ledgers.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ledger {
+    /// When this ledger first observed any instance. Instances whose process
+    /// started after it are covered from their start: they did not exist before.
+    observing_since: Option<Timestamp>,
+    instances: BTreeMap<String, InstanceLedger>,
+    /// Stitched totals of instances already pruned, so that summed totals
+    /// never go down.
+    retired_totals: BTreeMap<SeriesKey, u64>,
+    retention: Retention,
+}
+
+/// One apiserver instance's ledger.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstanceLedger {
+    /// Known not to have existed before this time (its process started while
+    /// the ledger was observing); `None` when it may have existed unobserved.
+    exists_from: Option<Timestamp>,
+    /// Start of the observed span.
+    covered_from: Timestamp,
+    last: LastSample,
+    /// When the instance left the target set, if it did.
+    gone_at: Option<Timestamp>,
+    increments: BTreeMap<SeriesKey, VecDeque<Increment>>,
+    holes: VecDeque<Interval>,
+    totals: BTreeMap<SeriesKey, u64>,
+    resets_total: u64,
+    holes_total: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct LastSample {
+    at: Timestamp,
+    start_time: Option<Timestamp>,
+    values: BTreeMap<SeriesKey, u64>,
+}
+
+/// Start times closer than this are the same process: the two sources (page
+/// gauge in float seconds, header in whole seconds) round differently.
+const SAME_PROCESS_SLACK_MS: i64 = 1_000;
+
+impl Ledger {
+    /// An empty ledger with the given retention.
+    pub fn new(retention: Retention) -> Ledger {
+        Ledger {
+            retention,
+            ..Ledger::default()
+        }
+    }
+
+    /// When this ledger first observed any instance.
+    pub fn observing_since(&self) -> Option<Timestamp> {
+        self.observing_since
+    }
+
+    /// The retention it was built with.
+    pub fn retention(&self) -> Retention {
+        self.retention
+    }
+
+    /// Records a successful scrape of `instance` at `at`.
+    pub fn observe(&mut self, instance: &str, at: Timestamp, obs: Observation) -> ObserveOutcome {
+        let since = *self.observing_since.get_or_insert(at);
+        let retention = self.retention;
+        let outcome = match self.instances.get_mut(instance) {
+            Some(ledger) => ledger.observe(at, obs),
+            None => {
+                let (ledger, outcome) = InstanceLedger::first(since, at, obs);
+                self.instances.insert(instance.to_owned(), ledger);
+                outcome
+            }
+        };
+        if let Some(ledger) = self.instances.get_mut(instance) {
+            ledger.compact(at, retention);
+        }
+        outcome
+    }
+
+    /// Records that `instance` left the target set at `at`. The time since its
+    /// last sample stays unobserved; if it comes back, the next sample decides
+    /// whether its counters were continuous.
+    pub fn remove(&mut self, instance: &str, at: Timestamp) {
+        if let Some(ledger) = self.instances.get_mut(instance)
+            && ledger.gone_at.is_none()
+        {
+            ledger.gone_at = Some(at.max(ledger.last.at));
+            if ledger.gone_at > Some(ledger.last.at) {
+                ledger.holes_total += 1;
+            }
+        }
+    }
+
+    /// Drops what is older than the retention horizon, including instances
+    /// gone for longer than it (their totals are kept in the stitched sums).
+    pub fn prune(&mut self, now: Timestamp) {
+        let horizon = now - self.retention.horizon;
+        let retention = self.retention;
+        let mut retired = Vec::new();
+        for (name, ledger) in &mut self.instances {
+            ledger.compact(now, retention);
+            if ledger.gone_at.is_some_and(|gone| gone < horizon) {
+                retired.push(name.clone());
+            }
+        }
+        for name in retired {
+            if let Some(ledger) = self.instances.remove(&name) {
+                for (key, total) in ledger.totals {
+                    *self.retired_totals.entry(key).or_default() += total;
+                }
+            }
+        }
+    }
+
+    /// Every instance, by name.
+    pub fn instances(&self) -> impl Iterator<Item = (&str, &InstanceLedger)> {
+        self.instances.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// One instance.
+    pub fn instance(&self, name: &str) -> Option<&InstanceLedger> {
+        self.instances.get(name)
+    }
+
+    /// The stitched total of a family summed over all instances, pruned ones
+    /// included: it never goes down when an apiserver restarts.
+    pub fn family_total(&self, family: &str) -> u64 {
+        let live: u64 = self
+            .instances
+            .values()
+            .map(|l| l.family_total(family))
+            .sum();
+        let retired: u64 = self
+            .retired_totals
+            .iter()
+            .filter(|(k, _)| k.family_name() == family)
+            .map(|(_, v)| v)
+            .sum();
+        live + retired
+    }
+
+    /// Increase of a family over `(since, now]`, summed over instances.
+    pub fn family_increase(&self, family: &str, since: Timestamp) -> u64 {
+        self.instances
+            .values()
+            .map(|l| l.increase(family, since))
+            .sum()
+    }
+}
+
+impl InstanceLedger {
+    fn first(
+        observing_since: Timestamp,
+        at: Timestamp,
+        obs: Observation,
+    ) -> (InstanceLedger, ObserveOutcome) {
+        // A process that started after the ledger began observing did not
+        // exist before: its counters count everything since its start, so it
+        // is covered from then. Otherwise its values are only a baseline.
+        let started_while_observing = obs
+            .start_time
+            .filter(|&start| start >= observing_since && start <= at);
+        let mut ledger = InstanceLedger {
+            exists_from: started_while_observing,
+            covered_from: started_while_observing.unwrap_or(at),
+            last: LastSample {
+                at,
+                start_time: obs.start_time,
+                values: BTreeMap::new(),
+            },
+            gone_at: None,
+            increments: BTreeMap::new(),
+            holes: VecDeque::new(),
+            // Counted from its start, its values are increments (added by
+            // `record`); otherwise they are the baseline of its totals.
+            totals: if started_while_observing.is_some() {
+                BTreeMap::new()
+            } else {
+                obs.values.clone()
+            },
+            resets_total: 0,
+            holes_total: 0,
+        };
+        let mut outcome = ObserveOutcome::default();
+        if let Some(start) = started_while_observing {
+            for (key, &value) in &obs.values {
+                ledger.record(key, Interval::new(start, at), value, &mut outcome);
+            }
+        }
+        ledger.last.values = obs.values;
+        (ledger, outcome)
+    }
+
+    fn observe(&mut self, at: Timestamp, obs: Observation) -> ObserveOutcome {
+        let mut outcome = ObserveOutcome::default();
+        if at <= self.last.at {
+            // Out of order or duplicate: nothing new can be learned from it.
+            return outcome;
+        }
+        self.gone_at = None;
+        let prev_at = self.last.at;
+        let restarted = match (self.last.start_time, obs.start_time) {
+            (Some(old), Some(new)) => (new.0 - old.0).abs() > SAME_PROCESS_SLACK_MS,
+            _ => false,
+        };
+        let decreased = obs
+            .values
+            .iter()
+            .any(|(key, &new)| self.last.values.get(key).is_some_and(|&old| new < old));
+        if restarted || decreased {
+            // The reset happened inside (prev_at, at]. With a restart the new
+            // start time says when, unless it is implausible (clock skew).
+            let reset_at = obs
+                .start_time
+                .filter(|&s| restarted && s > prev_at && s <= at)
+                .unwrap_or(prev_at);
+            let hole = if reset_at > prev_at {
+                Interval::new(prev_at, reset_at)
+            } else {
+                Interval::new(prev_at, at)
+            };
+            self.holes.push_back(hole);
+            self.holes_total += 1;
+            self.resets_total += 1;
+            outcome.reset = Some(if restarted {
+                ResetCause::Restart
+            } else {
+                ResetCause::CounterDecrease
+            });
+            outcome.hole = Some(hole);
+            // Every counter of the process was reset: its value now is what
+            // it counted since the reset, a lower bound of the true increase.
+            for (key, &value) in &obs.values {
+                self.record(key, Interval::new(reset_at, at), value, &mut outcome);
+            }
+        } else {
+            for (key, &value) in &obs.values {
+                // A series that was absent before and appears without a reset
+                // only sets a baseline.
+                if let Some(&old) = self.last.values.get(key) {
+                    self.record(key, Interval::new(prev_at, at), value - old, &mut outcome);
+                } else {
+                    self.totals.entry(key.clone()).or_insert(value);
+                }
+            }
+        }
+        self.last = LastSample {
+            at,
+            start_time: obs.start_time.or(self.last.start_time),
+            values: obs.values,
+        };
+        outcome
+    }
+
+    fn record(
+        &mut self,
+        key: &SeriesKey,
+        during: Interval,
+        amount: u64,
+        outcome: &mut ObserveOutcome,
+    ) {
+        if amount == 0 {
+            return;
+        }
+        *self.totals.entry(key.clone()).or_default() += amount;
+        self.increments
+            .entry(key.clone())
+            .or_default()
+            .push_back(Increment { during, amount });
+        outcome.increments.push((key.clone(), amount));
+    }
+
+    /// Drops increments and holes older than the horizon and merges old
+    /// increments of busy series, keeping recent ones exact.
+    fn compact(&mut self, now: Timestamp, retention: Retention) {
+        let horizon = now - retention.horizon;
+        while self.holes.front().is_some_and(|h| h.to < horizon) {
+            self.holes.pop_front();
+        }
+        let exact_after = now - retention.exact_recent;
+        for series in self.increments.values_mut() {
+            while series.front().is_some_and(|i| i.during.to < horizon) {
+                series.pop_front();
+            }
+            if series.len() > retention.max_increments {
+                merge_old(series, exact_after, retention.max_increments * 3 / 4);
+            }
+        }
+        self.increments.retain(|_, series| !series.is_empty());
+    }
+
+    /// The time of its last successful scrape.
+    pub fn last_seen(&self) -> Timestamp {
+        self.last.at
+    }
+
+    /// When it left the target set, if it did.
+    pub fn gone_at(&self) -> Option<Timestamp> {
+        self.gone_at
+    }
+
+    /// The process start time of its last sample.
+    pub fn start_time(&self) -> Option<Timestamp> {
+        self.last.start_time
+    }
+
+    /// Whether its last sample had any series of `family`.
+    pub fn has_family(&self, family: &str) -> bool {
+        self.last.values.keys().any(|k| k.family_name() == family)
+    }
+
+    /// The stitched total of a family: its first value plus every increment
+    /// since, across resets.
+    pub fn family_total(&self, family: &str) -> u64 {
+        self.totals
+            .iter()
+            .filter(|(k, _)| k.family_name() == family)
+            .map(|(_, v)| v)
+            .sum()
+    }
+
+    /// Increase of a family over `(since, ..]`: every increment whose interval
+    /// ends after `since` (an increment straddling `since` counts whole, so a
+    /// use is never missed).
+    pub fn increase(&self, family: &str, since: Timestamp) -> u64 {
+        self.family_increments(family)
+            .filter(|i| i.during.to > since)
+            .map(|i| i.amount)
+            .sum()
+    }
+
+    /// The end of the latest interval in which `family` increased.
+    pub fn last_increase(&self, family: &str) -> Option<Timestamp> {
+        self.family_increments(family).map(|i| i.during.to).max()
+    }
+
+    /// Resets seen (restarts and counter decreases).
+    pub fn resets_total(&self) -> u64 {
+        self.resets_total
+    }
+
+    /// Intervals whose increments could not be known.
+    pub fn holes_total(&self) -> u64 {
+        self.holes_total
+    }
+
+    /// The unobserved parts of `(start, now]` for this instance: before it was
+    /// first covered (unless it did not exist then), its holes, and the time
+    /// since its last sample up to `now` or until it left.
+    pub fn unobserved(&self, start: Timestamp, now: Timestamp) -> Vec<Interval> {
+        let end = self.gone_at.unwrap_or(now).min(now);
+        let mut out = Vec::new();
+        if self.exists_from.is_none() {
+            out.push(Interval::new(start, self.covered_from));
+        }
+        out.extend(self.holes.iter().copied());
+        out.push(Interval::new(self.last.at, end));
+        out.into_iter()
+            .map(|i| i.clip(start, end))
+            .filter(|i| !i.is_empty())
+            .collect()
+    }
+
+    /// The part of `(start, now]` in which this instance had to be observed:
+    /// from when it may have existed until now, or until it left.
+    pub fn required(&self, start: Timestamp, now: Timestamp) -> Interval {
+        let from = self.exists_from.map_or(start, |e| e.max(start));
+        Interval::new(from, self.gone_at.unwrap_or(now).min(now))
+    }
+
+    /// How long it has gone unscraped at `now` (zero once it left).
+    pub fn unscraped_for(&self, now: Timestamp) -> Duration {
+        match self.gone_at {
+            Some(_) => Duration::ZERO,
+            None => now.since(self.last.at),
+        }
+    }
+
+    /// Start of its observed span: its first sample, or its process start
+    /// when it started while the ledger was observing.
+    pub fn covered_from(&self) -> Timestamp {
+        self.covered_from
+    }
+
+    /// True when it may have existed, unobserved, before its coverage began
+    /// (it was already running when first seen).
+    pub fn may_predate_coverage(&self) -> bool {
+        self.exists_from.is_none()
+    }
+
+    /// How many increment records it keeps (memory follows this).
+    pub fn increment_records(&self) -> usize {
+        self.increments.values().map(VecDeque::len).sum()
+    }
+
+    fn family_increments(&self, family: &str) -> impl Iterator<Item = &Increment> {
+        self.increments
+            .iter()
+            .filter(move |(k, _)| k.family_name() == family)
+            .flat_map(|(_, v)| v.iter())
+    }
+}
+
+/// Merges adjacent increments that ended before `exact_after`, coarsening
+/// their resolution step by step until at most `target` records remain (or
+/// only recent ones are left). A merged increment spans both intervals, so it
+/// still ends at the later use: windows never miss a use, they may only count
+/// a merged neighbour whole.
+fn merge_old(series: &mut VecDeque<Increment>, exact_after: Timestamp, target: usize) {
+    let mut span = Duration::from_secs(60);
+    while series.len() > target {
+        let mut merged: VecDeque<Increment> = VecDeque::with_capacity(series.len());
+        for inc in series.drain(..) {
+            match merged.back_mut() {
+                Some(prev)
+                    if inc.during.to < exact_after
+                        && Interval::new(prev.during.from, inc.during.to).len() <= span =>
+                {
+                    prev.during =
+                        Interval::new(prev.during.from.min(inc.during.from), inc.during.to);
+                    prev.amount += inc.amount;
+                }
+                _ => merged.push_back(inc),
+            }
+        }
+        *series = merged;
+        if span > Duration::from_secs(365 * 86_400) {
+            break;
+        }
+        span *= 2;
+    }
+}
+
+/// Unobserved time of an instance within `(start, now]`, summed.
+pub fn unobserved_time(ledger: &InstanceLedger, start: Timestamp, now: Timestamp) -> Duration {
+    window::measure_within(&ledger.unobserved(start, now), start, now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEGACY: &str = "serviceaccount_legacy_tokens_total";
+
+    fn obs(start: i64, legacy: u64) -> Observation {
+        Observation {
+            start_time: Some(Timestamp::from_secs(start)),
+            values: BTreeMap::from([(SeriesKey::family(LEGACY), legacy)]),
+        }
+    }
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_secs(s)
+    }
+
+    #[test]
+    fn consecutive_samples_give_exact_increments() {
+        let mut l = Ledger::default();
+        l.observe("a", t(1000), obs(10, 5));
+        let out = l.observe("a", t(1030), obs(10, 8));
+        assert_eq!(out.increments, vec![(SeriesKey::family(LEGACY), 3)]);
+        assert_eq!(out.reset, None);
+        // A gap (failed scrapes) with the same process is not a hole.
+        l.observe("a", t(1300), obs(10, 9));
+        let a = l.instance("a").unwrap();
+        assert_eq!(a.increase(LEGACY, t(1000)), 4);
+        assert_eq!(a.increase(LEGACY, t(1030)), 1);
+        assert_eq!(a.family_total(LEGACY), 9);
+        assert_eq!(a.last_increase(LEGACY), Some(t(1300)));
+        assert!(a.holes.is_empty());
+        assert_eq!(unobserved_time(a, t(1000), t(1300)), Duration::ZERO);
+    }
+
+    #[test]
+    fn restart_counts_new_value_and_leaves_a_hole_until_the_start() {
+        let mut l = Ledger::default();
+        l.observe("a", t(1000), obs(10, 5));
+        let out = l.observe("a", t(1060), obs(1040, 2));
+        assert_eq!(out.reset, Some(ResetCause::Restart));
+        assert_eq!(out.hole, Some(Interval::new(t(1000), t(1040))));
+        assert_eq!(out.increments, vec![(SeriesKey::family(LEGACY), 2)]);
+        let a = l.instance("a").unwrap();
+        assert_eq!(a.family_total(LEGACY), 7, "stitched across the restart");
+        assert_eq!(a.resets_total(), 1);
+        assert_eq!(
+            unobserved_time(a, t(1000), t(1060)),
+            Duration::from_secs(40)
+        );
+    }
+
+    #[test]
+    fn decrease_without_restart_is_a_reset_over_the_whole_interval() {
+        let mut l = Ledger::default();
+        l.observe("a", t(1000), obs(10, 5));
+        let out = l.observe("a", t(1030), obs(10, 1));
+        assert_eq!(out.reset, Some(ResetCause::CounterDecrease));
+        assert_eq!(out.hole, Some(Interval::new(t(1000), t(1030))));
+        assert_eq!(l.instance("a").unwrap().increase(LEGACY, t(0)), 1);
+    }
+
+    #[test]
+    fn instance_started_while_observing_is_covered_from_its_start() {
+        let mut l = Ledger::default();
+        l.observe("a", t(1000), obs(10, 5));
+        let out = l.observe("b", t(2000), obs(1990, 3));
+        assert_eq!(out.increments, vec![(SeriesKey::family(LEGACY), 3)]);
+        let b = l.instance("b").unwrap();
+        assert_eq!(b.required(t(0), t(2000)), Interval::new(t(1990), t(2000)));
+        assert_eq!(unobserved_time(b, t(0), t(2000)), Duration::ZERO);
+        // An instance that was already running is only a baseline.
+        let a = l.instance("a").unwrap();
+        assert_eq!(a.increase(LEGACY, t(0)), 0);
+        assert_eq!(unobserved_time(a, t(0), t(1000)), Duration::from_secs(1000));
+    }
+
+    #[test]
+    fn removed_instance_keeps_its_unobserved_tail_and_stops_being_required() {
+        let mut l = Ledger::default();
+        l.observe("a", t(1000), obs(10, 5));
+        l.remove("a", t(1020));
+        let a = l.instance("a").unwrap();
+        assert_eq!(
+            a.unobserved(t(1000), t(5000)),
+            vec![Interval::new(t(1000), t(1020))]
+        );
+        assert_eq!(
+            a.required(t(1000), t(5000)),
+            Interval::new(t(1000), t(1020))
+        );
+        assert_eq!(a.holes_total(), 1);
+        // Back with the same process: continuity proven, the tail is covered.
+        l.observe("a", t(1060), obs(10, 6));
+        let a = l.instance("a").unwrap();
+        assert_eq!(a.unobserved(t(1000), t(1060)), Vec::<Interval>::new());
+        assert_eq!(a.increase(LEGACY, t(1000)), 1);
+    }
+
+    #[test]
+    fn busy_series_are_merged_but_recent_increments_stay_exact() {
+        let mut l = Ledger::default();
+        let step = 15;
+        let scrapes = 7 * 86_400 / step;
+        for i in 0..=scrapes {
+            l.observe("a", t(i * step), obs(1, i as u64));
+        }
+        let now = t(scrapes * step);
+        let a = l.instance("a").unwrap();
+        assert!(
+            a.increment_records() <= Retention::default().max_increments,
+            "{} records for {} scrapes",
+            a.increment_records(),
+            scrapes
+        );
+        assert_eq!(a.increase(LEGACY, t(0)), scrapes as u64, "nothing lost");
+        // The last hour is exact to the scrape.
+        assert_eq!(a.increase(LEGACY, now - Duration::from_secs(300)), 20);
+        assert_eq!(a.increase(LEGACY, now - Duration::from_secs(3600)), 240);
+        assert_eq!(a.last_increase(LEGACY), Some(now));
+    }
+
+    #[test]
+    fn prune_drops_old_records_and_retires_gone_instances() {
+        let mut l = Ledger::default();
+        l.observe("a", t(0), obs(1, 0));
+        l.observe("a", t(30), obs(1, 4));
+        l.remove("a", t(40));
+        l.observe("b", t(40), obs(1, 1));
+        l.prune(t(40 + 9 * 86_400));
+        assert!(l.instance("a").is_none());
+        assert_eq!(l.family_total(LEGACY), 5, "retired totals are kept");
+    }
+
+    #[test]
+    fn series_keys_sort_labels() {
+        let labels = vec![
+            ("b".to_owned(), "2".to_owned()),
+            ("a".to_owned(), "x\"y".to_owned()),
+        ];
+        let key = SeriesKey::with_labels("f", &labels);
+        assert_eq!(key.as_str(), r#"f{a="x\"y",b="2"}"#);
+        assert_eq!(key.family_name(), "f");
+    }
+}

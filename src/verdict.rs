@@ -1,0 +1,398 @@
+//! The verdict per cutover: `blind`, `in_use`, `no_signal` or `ready`, with
+//! the reason, the numbers behind it, and how long until it could be ready.
+//!
+//! [`assess`] is a pure function of a [`CutoverSpec`], the [`Ledger`] and
+//! `now`. [`Tracker`] adds what depends on history: since when the state
+//! holds and how many times a ready cutover regressed.
+//!
+//! The rule that matters most: `ready` only with evidence. Every instance that
+//! could have served a client inside the window must have been observed for
+//! all of it (up to the tolerance), every quiet counter must be present and
+//! flat, and the evidence counter, when the cutover has one, must have moved.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::families::TokenKind;
+use crate::ledger::{Ledger, unobserved_time};
+use crate::time::Timestamp;
+use crate::window::{self, Interval};
+
+/// What decides one cutover.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CutoverSpec {
+    /// Its name, the `cutover` label (`legacy-tokens`, ...).
+    pub name: String,
+    /// Families that must not increase inside the window.
+    pub quiet: Vec<String>,
+    /// A family that must increase inside the window for silence to mean
+    /// anything; `None` when silence is evidence enough.
+    pub evidence: Option<String>,
+    /// How long the quiet counters must have stayed flat.
+    pub window: Duration,
+    /// How much unobserved time per instance the window may contain.
+    pub tolerance: Duration,
+}
+
+/// Default tolerance of unobserved time per instance inside a window: a few
+/// scrape intervals, enough to absorb an apiserver restart.
+pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
+
+impl CutoverSpec {
+    /// `legacy-tokens`: Secret-based tokens must be unused (all versions).
+    pub fn legacy_tokens(window: Duration, tolerance: Duration) -> CutoverSpec {
+        CutoverSpec {
+            name: "legacy-tokens".into(),
+            quiet: vec![TokenKind::Legacy.family().into()],
+            evidence: None,
+            window,
+            tolerance,
+        }
+    }
+
+    /// `legacy-auto-tokens` (1.29+): auto-generated legacy tokens, valid or
+    /// invalidated, must be unused.
+    pub fn legacy_auto_tokens(window: Duration, tolerance: Duration) -> CutoverSpec {
+        CutoverSpec {
+            name: "legacy-auto-tokens".into(),
+            quiet: vec![
+                TokenKind::LegacyAuto.family().into(),
+                TokenKind::InvalidLegacyAuto.family().into(),
+            ],
+            evidence: None,
+            window,
+            tolerance,
+        }
+    }
+
+    /// `token-expiry-extension`: no stale token used, while valid extended
+    /// tokens prove that stale ones would have been counted.
+    pub fn token_expiry_extension(window: Duration, tolerance: Duration) -> CutoverSpec {
+        CutoverSpec {
+            name: "token-expiry-extension".into(),
+            quiet: vec![TokenKind::Stale.family().into()],
+            evidence: Some(TokenKind::Valid.family().into()),
+            window,
+            tolerance,
+        }
+    }
+
+    /// The three built-in cutovers with their production windows.
+    pub fn builtin() -> Vec<CutoverSpec> {
+        let week = Duration::from_secs(7 * 86_400);
+        vec![
+            CutoverSpec::legacy_tokens(week, DEFAULT_TOLERANCE),
+            CutoverSpec::legacy_auto_tokens(week, DEFAULT_TOLERANCE),
+            CutoverSpec::token_expiry_extension(Duration::from_secs(86_400), DEFAULT_TOLERANCE),
+        ]
+    }
+}
+
+/// The verdict states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Not enough observation to say anything.
+    Blind,
+    /// A quiet counter increased inside the window.
+    InUse,
+    /// Quiet, but nothing proves that uses would have been counted.
+    NoSignal,
+    /// Fully observed window, zero increase, evidence present.
+    Ready,
+}
+
+impl State {
+    /// Every state, in the order of the exported `state` label.
+    pub const ALL: [State; 4] = [State::Blind, State::InUse, State::NoSignal, State::Ready];
+
+    /// The exported label value.
+    pub const fn label(self) -> &'static str {
+        match self {
+            State::Blind => "blind",
+            State::InUse => "in_use",
+            State::NoSignal => "no_signal",
+            State::Ready => "ready",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// Why the verdict is what it is: a bounded set, exported as a label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// No apiserver instance has been scraped successfully.
+    NoTargets,
+    /// A needed family is absent on an instance (older version, disabled metric).
+    MetricAbsent,
+    /// The window has not been observed long enough yet.
+    WarmingUp,
+    /// Holes inside the window exceed the tolerance.
+    CoverageGap,
+    /// An instance has gone unscraped for longer than the tolerance.
+    TargetDown,
+    /// A quiet counter increased inside the window.
+    QuietCounterIncreased,
+    /// The evidence counter did not increase inside the window.
+    NoEvidence,
+    /// Quiet for a fully observed window, with evidence.
+    QuietForWindow,
+}
+
+impl Reason {
+    /// Every reason, in the order of the exported `reason` label.
+    pub const ALL: [Reason; 8] = [
+        Reason::NoTargets,
+        Reason::MetricAbsent,
+        Reason::WarmingUp,
+        Reason::CoverageGap,
+        Reason::TargetDown,
+        Reason::QuietCounterIncreased,
+        Reason::NoEvidence,
+        Reason::QuietForWindow,
+    ];
+
+    /// The exported label value.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Reason::NoTargets => "no_targets",
+            Reason::MetricAbsent => "metric_absent",
+            Reason::WarmingUp => "warming_up",
+            Reason::CoverageGap => "coverage_gap",
+            Reason::TargetDown => "target_down",
+            Reason::QuietCounterIncreased => "quiet_counter_increased",
+            Reason::NoEvidence => "no_evidence",
+            Reason::QuietForWindow => "quiet_for_window",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// The stateless part of a verdict, computed from the ledger at `now`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Assessment {
+    /// The state.
+    pub state: State,
+    /// Why.
+    pub reason: Reason,
+    /// End of the latest interval in which a quiet counter increased, if any
+    /// is still in the ledger.
+    pub last_use: Option<Timestamp>,
+    /// Increase of the quiet counters inside the window, all instances.
+    pub increase: u64,
+    /// Increase of the evidence counter inside the window, if there is one.
+    pub evidence_increase: Option<u64>,
+    /// Observed share of the window on the least-observed instance (0..=1).
+    pub coverage: f64,
+    /// Time until `ready` if nothing changes; `None` when it cannot turn
+    /// ready without a change (no signal, target down, metric absent).
+    pub ready_in: Option<Duration>,
+    /// Instances that counted for this verdict.
+    pub instances: usize,
+}
+
+/// Assesses one cutover from the ledger at `now`.
+pub fn assess(spec: &CutoverSpec, ledger: &Ledger, now: Timestamp) -> Assessment {
+    let start = now - spec.window;
+    // Instances that could have served a client inside the window: current
+    // ones, and ones that left inside it.
+    let relevant: Vec<_> = ledger
+        .instances()
+        .map(|(_, l)| l)
+        .filter(|l| l.gone_at().is_none_or(|gone| gone > start))
+        .collect();
+    let current: Vec<_> = relevant.iter().filter(|l| l.gone_at().is_none()).collect();
+
+    let increase: u64 = spec
+        .quiet
+        .iter()
+        .map(|family| ledger.family_increase(family, start))
+        .sum();
+    let last_use = spec
+        .quiet
+        .iter()
+        .flat_map(|family| {
+            ledger
+                .instances()
+                .filter_map(|(_, l)| l.last_increase(family))
+        })
+        .max();
+    let evidence_increase = spec
+        .evidence
+        .as_deref()
+        .map(|family| ledger.family_increase(family, start));
+
+    // Coverage: each relevant instance's observed share of the part of the
+    // window in which it had to be observed.
+    let mut coverage: f64 = 1.0;
+    let mut unobserved_all: Vec<Vec<Interval>> = Vec::new();
+    let mut over_tolerance = false;
+    let mut warming_up = false;
+    for l in &relevant {
+        let required = l.required(start, now);
+        let missing = unobserved_time(l, start, now);
+        if !required.is_empty() {
+            let share = 1.0 - missing.as_secs_f64() / spec.window.as_secs_f64();
+            coverage = coverage.min(share.clamp(0.0, 1.0));
+        }
+        if missing > spec.tolerance {
+            over_tolerance = true;
+            // Unobserved mostly because observation began inside the window.
+            warming_up |= l.may_predate_coverage() && l.covered_from() > start;
+        }
+        unobserved_all.push(l.unobserved(start, now));
+    }
+    if relevant.is_empty() {
+        coverage = 0.0;
+    }
+    let covered_at = unobserved_all
+        .iter()
+        .map(|u| window::earliest_tolerable_end(u, spec.window, spec.tolerance, now))
+        .max()
+        .unwrap_or(now);
+    let quiet_at = last_use.map_or(now, |t| t + spec.window).max(now);
+    let ready_at = covered_at.max(quiet_at);
+
+    let absent = current.iter().any(|l| {
+        spec.quiet
+            .iter()
+            .chain(spec.evidence.iter())
+            .any(|family| !l.has_family(family))
+    });
+    let down = current
+        .iter()
+        .any(|l| l.unscraped_for(now) > spec.tolerance);
+
+    let (state, reason, ready_in) = if relevant.is_empty() {
+        (State::Blind, Reason::NoTargets, None)
+    } else if increase > 0 {
+        let ready_in = (!down && !absent).then(|| ready_at.since(now));
+        (State::InUse, Reason::QuietCounterIncreased, ready_in)
+    } else if absent {
+        (State::Blind, Reason::MetricAbsent, None)
+    } else if down {
+        (State::Blind, Reason::TargetDown, None)
+    } else if over_tolerance {
+        let reason = if warming_up {
+            Reason::WarmingUp
+        } else {
+            Reason::CoverageGap
+        };
+        (State::Blind, reason, Some(ready_at.since(now)))
+    } else if evidence_increase == Some(0) {
+        (State::NoSignal, Reason::NoEvidence, None)
+    } else {
+        (State::Ready, Reason::QuietForWindow, Some(Duration::ZERO))
+    };
+    Assessment {
+        state,
+        reason,
+        last_use,
+        increase,
+        evidence_increase,
+        coverage,
+        ready_in,
+        instances: relevant.len(),
+    }
+}
+
+/// A verdict: the assessment plus its history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// The cutover's name.
+    pub cutover: String,
+    /// The current assessment.
+    pub assessment: Assessment,
+    /// When the current state began.
+    pub since: Timestamp,
+    /// `ready` → `in_use` transitions so far.
+    pub regressions: u64,
+}
+
+/// A change of state, for logs and alerts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    /// The cutover's name.
+    pub cutover: String,
+    /// The previous state; `None` on the first evaluation.
+    pub from: Option<State>,
+    /// The new state.
+    pub to: State,
+    /// Why.
+    pub reason: Reason,
+    /// Whether this transition is a regression (use after `ready`).
+    pub regression: bool,
+}
+
+/// Keeps one cutover's verdict history across evaluations.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tracker {
+    current: Option<(State, Timestamp)>,
+    regressions: u64,
+    /// Set when `ready` was reached and no use has been seen since; a use
+    /// then is a regression even if a `blind` spell came in between.
+    ready_since_last_use: bool,
+}
+
+impl Tracker {
+    /// Records an assessment made at `now`; returns the transition, if any.
+    pub fn update(
+        &mut self,
+        cutover: &str,
+        assessment: &Assessment,
+        now: Timestamp,
+    ) -> Option<Transition> {
+        let previous = self.current.map(|(state, _)| state);
+        let mut regression = false;
+        match assessment.state {
+            State::Ready => self.ready_since_last_use = true,
+            State::InUse => {
+                if self.ready_since_last_use && previous != Some(State::InUse) {
+                    regression = true;
+                    self.regressions += 1;
+                }
+                self.ready_since_last_use = false;
+            }
+            State::Blind | State::NoSignal => {}
+        }
+        if previous == Some(assessment.state) {
+            return None;
+        }
+        self.current = Some((assessment.state, now));
+        Some(Transition {
+            cutover: cutover.to_owned(),
+            from: previous,
+            to: assessment.state,
+            reason: assessment.reason,
+            regression,
+        })
+    }
+
+    /// The verdict for the latest assessment.
+    pub fn verdict(&self, cutover: &str, assessment: Assessment, now: Timestamp) -> Verdict {
+        Verdict {
+            cutover: cutover.to_owned(),
+            since: self.current.map_or(now, |(_, since)| since),
+            regressions: self.regressions,
+            assessment,
+        }
+    }
+
+    /// `ready` → `in_use` transitions so far.
+    pub fn regressions(&self) -> u64 {
+        self.regressions
+    }
+}
