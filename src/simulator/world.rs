@@ -540,9 +540,9 @@ mod tests {
             "#,
         );
         let t0 = w.origin();
-        w.advance((t0 + Duration::from_secs(60)));
+        w.advance(t0 + Duration::from_secs(60));
         let t1 = w.now();
-        let n = |i, k| w.increments(i, k, (t0 - Duration::from_secs(1)), t1);
+        let n = |i, k| w.increments(i, k, t0 - Duration::from_secs(1), t1);
         // legacy_auto: 1 req/s, cached 10 s => ticks 0,10,...,60 => 7 misses.
         // invalid: every 2 s, never cached on 1.35 => 31; cached like legacy_auto on 1.28.
         assert_eq!(n(0, TokenKind::LegacyAuto), 7);
