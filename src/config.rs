@@ -1,0 +1,606 @@
+//! Configuration: loaded and validated once, every error named.
+//!
+//! A raw serde shape with `deny_unknown_fields` mirrors the TOML file; it is
+//! turned into a validated [`Config`] whose fields can be trusted everywhere
+//! else. Reading the environment is injected (`env`), so validation is pure.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::verdict::{CutoverSpec, DEFAULT_TOLERANCE};
+
+/// The validated configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Address of the auditor's own HTTP server.
+    pub listen: SocketAddr,
+    /// How apiservers are scraped.
+    pub scrape: ScrapeConfig,
+    /// Which apiservers are scraped.
+    pub targets: Targets,
+    /// The enabled cutovers, in a stable order.
+    pub cutovers: Vec<CutoverSpec>,
+    /// Where the ledger is persisted.
+    pub state: StateConfig,
+    /// How the daemon logs.
+    pub log: LogConfig,
+    /// Direct push of alerts to Alertmanager, if configured.
+    pub alertmanager: Option<AlertmanagerConfig>,
+}
+
+/// Scrape settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScrapeConfig {
+    /// Time between two scrapes of one instance.
+    pub interval: Duration,
+    /// Limit of one scrape; shorter than the interval.
+    pub timeout: Duration,
+    /// Largest page accepted, after decompression.
+    pub max_body_bytes: u64,
+}
+
+/// Where the targets come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Targets {
+    /// The EndpointSlices of Service `default/kubernetes`.
+    Kubernetes(KubernetesTargets),
+    /// A fixed list.
+    Static(Vec<StaticTarget>),
+}
+
+/// In-cluster discovery settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KubernetesTargets {
+    /// The API server used for discovery (the Service address), `https://host:port`.
+    pub api_server: String,
+    /// Bearer token file, re-read when it changes.
+    pub token_file: PathBuf,
+    /// CA bundle that signs the apiservers' certificates.
+    pub ca_file: PathBuf,
+    /// TLS server name verified on every apiserver address.
+    pub server_name: String,
+    /// How often the endpoint list is refreshed.
+    pub refresh_interval: Duration,
+}
+
+/// One statically configured apiserver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaticTarget {
+    /// The `/metrics` URL (`https://host:port/metrics`).
+    pub url: String,
+    /// TLS server name to verify; defaults to `kubernetes`.
+    pub server_name: String,
+    /// CA bundle.
+    pub ca_file: PathBuf,
+    /// Bearer token file.
+    pub token_file: PathBuf,
+}
+
+/// Persistence settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateConfig {
+    /// The state file; `None` disables persistence.
+    pub path: Option<PathBuf>,
+    /// Least time between two writes.
+    pub write_interval: Duration,
+}
+
+/// Log settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Output format.
+    pub format: LogFormat,
+    /// A `tracing` filter directive (`info`, `cutover_auditor=debug`, ...).
+    pub level: String,
+}
+
+/// Log output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Alertmanager push settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlertmanagerConfig {
+    /// Base URLs of every Alertmanager replica (`http://am:9093`).
+    pub urls: Vec<String>,
+    /// How often firing alerts are re-sent.
+    pub resend_interval: Duration,
+    /// Limit of one push.
+    pub timeout: Duration,
+}
+
+/// One thing wrong with a configuration: which key, and what.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// The dotted key (`scrape.timeout`), or empty for the file as a whole.
+    pub key: String,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Why a configuration was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML did not parse or had unknown keys or wrong types.
+    #[error("invalid config: {0}")]
+    Syntax(String),
+    /// The values did not validate.
+    #[error("invalid config: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<Problem>),
+}
+
+/// The default port of the auditor's server.
+pub const DEFAULT_PORT: u16 = 9877;
+/// In-cluster token file.
+pub const IN_CLUSTER_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+/// In-cluster CA bundle.
+pub const IN_CLUSTER_CA: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
+
+/// The names of the built-in cutovers, in order.
+pub const CUTOVER_NAMES: [&str; 3] = [
+    "legacy-tokens",
+    "legacy-auto-tokens",
+    "token-expiry-extension",
+];
+
+impl Config {
+    /// Reads and validates a config file; `env` looks up environment variables.
+    pub fn load(
+        path: &std::path::Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, env)
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Syntax(e.to_string().trim_end().to_owned()))?;
+        raw.validate(&env).map_err(ConfigError::Invalid)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    #[serde(default)]
+    scrape: RawScrape,
+    #[serde(default)]
+    targets: RawTargets,
+    #[serde(default)]
+    cutovers: BTreeMap<String, RawCutover>,
+    #[serde(default)]
+    state: RawState,
+    #[serde(default)]
+    log: RawLog,
+    alertmanager: Option<RawAlertmanager>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScrape {
+    interval: Option<String>,
+    timeout: Option<String>,
+    max_body_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTargets {
+    discovery: Option<String>,
+    kubernetes: Option<RawKubernetes>,
+    #[serde(rename = "static")]
+    static_targets: Option<Vec<RawStatic>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKubernetes {
+    api_server: Option<String>,
+    token_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    server_name: Option<String>,
+    refresh_interval: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStatic {
+    url: String,
+    server_name: Option<String>,
+    ca_file: Option<PathBuf>,
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCutover {
+    enabled: Option<bool>,
+    window: Option<String>,
+    coverage_tolerance: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    path: Option<String>,
+    write_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<LogFormat>,
+    level: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlertmanager {
+    urls: Vec<String>,
+    resend_interval: Option<String>,
+    timeout: Option<String>,
+}
+
+/// Collects problems while validating.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, key: &str, message: impl Into<String>) {
+        self.0.push(Problem {
+            key: key.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, key: &str, value: Option<&str>, default: Duration) -> Duration {
+        let Some(text) = value else { return default };
+        match humantime::parse_duration(text) {
+            Ok(d) if d.is_zero() => {
+                self.add(key, format!("must be longer than zero, got {text:?}"));
+                default
+            }
+            Ok(d) => d,
+            Err(e) => {
+                self.add(
+                    key,
+                    format!(
+                        "{text:?} is not a duration ({e}); write e.g. \"30s\", \"36h\", \"7d\""
+                    ),
+                );
+                default
+            }
+        }
+    }
+
+    fn url(&mut self, key: &str, url: &str, schemes: &[&str]) {
+        let Some((scheme, rest)) = url.split_once("://") else {
+            self.add(
+                key,
+                format!("{url:?} is not a URL; write e.g. \"https://10.0.0.1:6443\""),
+            );
+            return;
+        };
+        if !schemes.contains(&scheme) {
+            self.add(
+                key,
+                format!(
+                    "scheme {scheme:?} is not allowed here; use {}",
+                    schemes.join(" or ")
+                ),
+            );
+        }
+        let authority = rest.split('/').next().unwrap_or_default();
+        if authority.is_empty() || authority.contains('@') || url.contains(char::is_whitespace) {
+            self.add(
+                key,
+                format!("{url:?} has no valid host (credentials in URLs are not allowed)"),
+            );
+        }
+    }
+}
+
+impl RawConfig {
+    fn validate(self, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Vec<Problem>> {
+        let mut p = Problems::default();
+
+        let listen = match self.listen.as_deref() {
+            None => SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
+            Some(text) => text.parse().unwrap_or_else(|_| {
+                p.add(
+                    "listen",
+                    format!("{text:?} is not an address; write e.g. \"0.0.0.0:{DEFAULT_PORT}\""),
+                );
+                SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT))
+            }),
+        };
+
+        let interval = p.duration(
+            "scrape.interval",
+            self.scrape.interval.as_deref(),
+            Duration::from_secs(30),
+        );
+        let timeout = p.duration(
+            "scrape.timeout",
+            self.scrape.timeout.as_deref(),
+            Duration::from_secs(10).min(interval / 2),
+        );
+        if timeout >= interval {
+            p.add(
+                "scrape.timeout",
+                format!(
+                    "must be shorter than scrape.interval ({})",
+                    humantime::format_duration(interval)
+                ),
+            );
+        }
+        let max_body_bytes = self.scrape.max_body_bytes.unwrap_or(256 << 20);
+        if max_body_bytes < 1 << 20 {
+            p.add(
+                "scrape.max_body_bytes",
+                format!(
+                    "{max_body_bytes} is too small; real pages are 2-40 MB, allow at least 1048576"
+                ),
+            );
+        }
+
+        let targets = self.targets.validate(env, &mut p);
+
+        let mut cutovers = Vec::new();
+        for name in self.cutovers.keys() {
+            if !CUTOVER_NAMES.contains(&name.as_str()) {
+                p.add(
+                    &format!("cutovers.{name}"),
+                    format!(
+                        "unknown cutover; known ones are {}",
+                        CUTOVER_NAMES.join(", ")
+                    ),
+                );
+            }
+        }
+        for name in CUTOVER_NAMES {
+            let raw = self.cutovers.get(name);
+            let key = |k: &str| format!("cutovers.{name}.{k}");
+            let default_window = if name == "token-expiry-extension" {
+                86_400
+            } else {
+                7 * 86_400
+            };
+            let window = p.duration(
+                &key("window"),
+                raw.and_then(|r| r.window.as_deref()),
+                Duration::from_secs(default_window),
+            );
+            let tolerance = match raw.and_then(|r| r.coverage_tolerance.as_deref()) {
+                Some("0") | Some("0s") => Duration::ZERO,
+                other => p.duration(&key("coverage_tolerance"), other, DEFAULT_TOLERANCE),
+            };
+            if tolerance >= window {
+                p.add(
+                    &key("coverage_tolerance"),
+                    format!(
+                        "must be shorter than the window ({})",
+                        humantime::format_duration(window)
+                    ),
+                );
+            }
+            if window < interval * 2 {
+                p.add(&key("window"), "must span at least two scrape intervals");
+            }
+            if raw.and_then(|r| r.enabled).unwrap_or(true) {
+                cutovers.push(match name {
+                    "legacy-tokens" => CutoverSpec::legacy_tokens(window, tolerance),
+                    "legacy-auto-tokens" => CutoverSpec::legacy_auto_tokens(window, tolerance),
+                    _ => CutoverSpec::token_expiry_extension(window, tolerance),
+                });
+            }
+        }
+
+        let state = StateConfig {
+            path: match self.state.path.as_deref() {
+                None => Some(PathBuf::from("/var/lib/cutover-auditor/state.json")),
+                Some("") => None,
+                Some(path) => Some(PathBuf::from(path)),
+            },
+            write_interval: p.duration(
+                "state.write_interval",
+                self.state.write_interval.as_deref(),
+                Duration::from_secs(60),
+            ),
+        };
+
+        let level = self.log.level.unwrap_or_else(|| "info".into());
+        if !["error", "warn", "info", "debug", "trace"]
+            .contains(&level.to_ascii_lowercase().as_str())
+            && !level.contains('=')
+        {
+            p.add("log.level", format!("{level:?} is not a level; use error, warn, info, debug, trace or a filter like \"cutover_auditor=debug\""));
+        }
+        let log = LogConfig {
+            format: self.log.format.unwrap_or(LogFormat::Json),
+            level,
+        };
+
+        let alertmanager = self.alertmanager.map(|am| {
+            if am.urls.is_empty() {
+                p.add(
+                    "alertmanager.urls",
+                    "must list at least one Alertmanager (every replica)",
+                );
+            }
+            for (i, url) in am.urls.iter().enumerate() {
+                p.url(&format!("alertmanager.urls[{i}]"), url, &["http", "https"]);
+            }
+            let resend_interval = p.duration(
+                "alertmanager.resend_interval",
+                am.resend_interval.as_deref(),
+                Duration::from_secs(60),
+            );
+            let timeout = p.duration(
+                "alertmanager.timeout",
+                am.timeout.as_deref(),
+                Duration::from_secs(10),
+            );
+            AlertmanagerConfig {
+                urls: am
+                    .urls
+                    .iter()
+                    .map(|u| u.trim_end_matches('/').to_owned())
+                    .collect(),
+                resend_interval,
+                timeout,
+            }
+        });
+
+        if !p.0.is_empty() {
+            return Err(p.0);
+        }
+        Ok(Config {
+            listen,
+            scrape: ScrapeConfig {
+                interval,
+                timeout,
+                max_body_bytes,
+            },
+            targets,
+            cutovers,
+            state,
+            log,
+            alertmanager,
+        })
+    }
+}
+
+impl RawTargets {
+    fn validate(self, env: &dyn Fn(&str) -> Option<String>, p: &mut Problems) -> Targets {
+        let discovery = self
+            .discovery
+            .as_deref()
+            .unwrap_or(if self.static_targets.is_some() {
+                "static"
+            } else {
+                "kubernetes"
+            });
+        match discovery {
+            "kubernetes" => {
+                if self.static_targets.is_some() {
+                    p.add(
+                        "targets.static",
+                        "is set but targets.discovery is \"kubernetes\"; choose one",
+                    );
+                }
+                let raw = self.kubernetes.unwrap_or_default();
+                let api_server = raw.api_server.unwrap_or_else(|| {
+                    match (env("KUBERNETES_SERVICE_HOST"), env("KUBERNETES_SERVICE_PORT")) {
+                        (Some(host), Some(port)) if host.contains(':') => format!("https://[{host}]:{port}"),
+                        (Some(host), Some(port)) => format!("https://{host}:{port}"),
+                        _ => {
+                            p.add(
+                                "targets.kubernetes.api_server",
+                                "not set and KUBERNETES_SERVICE_HOST/KUBERNETES_SERVICE_PORT are not in the environment (not in a cluster?); set it or use static targets",
+                            );
+                            String::new()
+                        }
+                    }
+                });
+                if !api_server.is_empty() {
+                    p.url("targets.kubernetes.api_server", &api_server, &["https"]);
+                }
+                Targets::Kubernetes(KubernetesTargets {
+                    api_server: api_server.trim_end_matches('/').to_owned(),
+                    token_file: raw.token_file.unwrap_or_else(|| IN_CLUSTER_TOKEN.into()),
+                    ca_file: raw.ca_file.unwrap_or_else(|| IN_CLUSTER_CA.into()),
+                    server_name: raw.server_name.unwrap_or_else(|| "kubernetes".into()),
+                    refresh_interval: p.duration(
+                        "targets.kubernetes.refresh_interval",
+                        raw.refresh_interval.as_deref(),
+                        Duration::from_secs(60),
+                    ),
+                })
+            }
+            "static" => {
+                if self.kubernetes.is_some() {
+                    p.add(
+                        "targets.kubernetes",
+                        "is set but targets.discovery is \"static\"; choose one",
+                    );
+                }
+                let list = self.static_targets.unwrap_or_default();
+                if list.is_empty() {
+                    p.add("targets.static", "must list at least one apiserver");
+                }
+                let mut seen = std::collections::BTreeSet::new();
+                let targets = list
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, raw)| {
+                        let key = format!("targets.static[{i}].url");
+                        p.url(&key, &raw.url, &["https"]);
+                        let url = with_metrics_path(&raw.url);
+                        if !seen.insert(url.clone()) {
+                            p.add(&key, format!("{url:?} is listed twice"));
+                        }
+                        StaticTarget {
+                            url,
+                            server_name: raw.server_name.unwrap_or_else(|| "kubernetes".into()),
+                            ca_file: raw.ca_file.unwrap_or_else(|| IN_CLUSTER_CA.into()),
+                            token_file: raw.token_file.unwrap_or_else(|| IN_CLUSTER_TOKEN.into()),
+                        }
+                    })
+                    .collect();
+                Targets::Static(targets)
+            }
+            other => {
+                p.add(
+                    "targets.discovery",
+                    format!("{other:?} is not a discovery mode; use \"kubernetes\" or \"static\""),
+                );
+                Targets::Static(Vec::new())
+            }
+        }
+    }
+}
+
+/// `https://host:port` becomes `https://host:port/metrics`; a URL with a path keeps it.
+fn with_metrics_path(url: &str) -> String {
+    let trimmed = url.trim_end_matches('/');
+    match trimmed.split_once("://") {
+        Some((_, rest)) if !rest.contains('/') => format!("{trimmed}/metrics"),
+        _ => trimmed.to_owned(),
+    }
+}

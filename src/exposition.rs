@@ -1,0 +1,909 @@
+//! A push-based streaming extractor for the Prometheus text exposition
+//! format (0.0.4, with the OpenMetrics bits kube-apiserver may emit).
+//!
+//! Bytes go in as chunks of any size (lines may be split anywhere, plain or
+//! gzip); out comes a [`Page`] with the samples of a small set of *watched*
+//! families. Lines of other families are skipped after looking at a few bytes,
+//! without being parsed or buffered, so a 100 MB page costs about one
+//! `memchr` pass and constant memory. A malformed line of a watched family is
+//! an error naming the line, never dropped: silence would read as "no use".
+//! The module is pure: no clock, no files, no network.
+
+use std::collections::HashSet;
+use std::io::{self, Read, Write};
+
+use memchr::memchr;
+
+use crate::families;
+
+/// The longest line of a watched family the extractor accepts. Real samples
+/// are under 1 KiB; the cap keeps a broken page from growing memory.
+pub const MAX_WATCHED_LINE: usize = 64 * 1024;
+
+/// The chunk size [`extract_from_reader`] reads with.
+pub const READ_CHUNK: usize = 64 * 1024;
+
+/// The set of metric family names to extract from a page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Watch {
+    names: Vec<String>,
+}
+
+impl Watch {
+    /// Watches the given family names (duplicates and empty names dropped,
+    /// order kept: it is the order of [`Page::absent`]).
+    pub fn new<I, S>(names: I) -> Watch
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut out: Vec<String> = Vec::new();
+        for name in names {
+            let name = name.into();
+            if !name.is_empty() && !out.contains(&name) {
+                out.push(name);
+            }
+        }
+        Watch { names: out }
+    }
+
+    /// The six token counters, the start time, the build info and the reset
+    /// sentinel ([`families::default_watched`]).
+    pub fn default_families() -> Watch {
+        Watch::new(families::default_watched())
+    }
+
+    /// The watched names, in watch order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().map(String::as_str)
+    }
+}
+
+/// One sample of a watched family, labels decoded (escapes resolved).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// The metric name as written (the family name, or the family name plus an
+    /// OpenMetrics suffix such as `_created`).
+    pub name: String,
+    /// Label pairs in page order.
+    pub labels: Vec<(String, String)>,
+    /// The sample value (`NaN` and `±Inf` included).
+    pub value: f64,
+    /// The optional timestamp in milliseconds.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// What one page says about the watched families.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Page {
+    /// The samples of the watched families, in page order, first of each
+    /// duplicate series only.
+    pub samples: Vec<Sample>,
+    /// Samples dropped because the same name and label set came earlier.
+    pub duplicates: u64,
+    /// Lines read (up to `# EOF` when present).
+    pub lines: u64,
+    watched: Vec<String>,
+}
+
+impl Page {
+    /// True when the page has at least one sample named `family`.
+    pub fn is_present(&self, family: &str) -> bool {
+        self.samples.iter().any(|s| s.name == family)
+    }
+
+    /// The watched names without any sample, in watch order. Absent means
+    /// unknown (older apiserver, `--disabled-metrics`), never zero.
+    pub fn absent(&self) -> Vec<&str> {
+        self.watched
+            .iter()
+            .map(String::as_str)
+            .filter(|name| !self.is_present(name))
+            .collect()
+    }
+
+    /// The sum of `family` over its series; `None` when absent (never 0).
+    pub fn family_sum(&self, family: &str) -> Option<f64> {
+        let mut series = self.series(family).peekable();
+        series.peek()?;
+        Some(series.map(|s| s.value).sum())
+    }
+
+    /// The samples named exactly `family`.
+    pub fn series(&self, family: &str) -> impl Iterator<Item = &Sample> {
+        self.samples.iter().filter(move |s| s.name == family)
+    }
+
+    /// The value of `process_start_time_seconds`, if present.
+    pub fn process_start_time(&self) -> Option<f64> {
+        self.series(families::PROCESS_START_TIME)
+            .next()
+            .map(|s| s.value)
+    }
+
+    /// The `git_version` label of `kubernetes_build_info`, if present.
+    pub fn kubernetes_version(&self) -> Option<&str> {
+        self.samples
+            .iter()
+            .filter(|s| s.name == families::BUILD_INFO)
+            .find_map(|s| label(s, families::BUILD_INFO_VERSION_LABEL))
+    }
+}
+
+/// Why a page could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ExpositionError {
+    /// A line of a watched family does not parse.
+    #[error("line {line}: {family}: {problem}")]
+    Malformed {
+        /// 1-based line number.
+        line: u64,
+        /// The watched family the line belongs to.
+        family: String,
+        /// What is wrong, with the offending text (shortened).
+        problem: String,
+    },
+    /// A line of a watched family is longer than [`MAX_WATCHED_LINE`].
+    #[error("line {line}: {family}: line longer than {limit} bytes")]
+    LineTooLong {
+        /// 1-based line number.
+        line: u64,
+        /// The watched family the line belongs to.
+        family: String,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The body starts like gzip but does not decode (corrupt or truncated).
+    #[error("invalid or truncated gzip stream")]
+    Gzip(#[source] io::Error),
+    /// The decoded page is larger than the configured limit.
+    #[error("page larger than {limit} bytes after decoding")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+}
+
+impl ExpositionError {
+    /// A bounded label for metrics: `malformed`, `decode` or `body_too_large`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            ExpositionError::Malformed { .. } | ExpositionError::LineTooLong { .. } => "malformed",
+            ExpositionError::Gzip(_) => "decode",
+            ExpositionError::TooLarge { .. } => "body_too_large",
+        }
+    }
+}
+
+/// Why [`extract_from_reader`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadPageError {
+    /// Reading the input failed.
+    #[error("reading the page")]
+    Io(#[source] io::Error),
+    /// The bytes read are not a usable page.
+    #[error(transparent)]
+    Page(#[from] ExpositionError),
+}
+
+/// Extracts watched families from plain exposition text, pushed in chunks.
+pub struct Extractor {
+    watched: Vec<String>,
+    /// Indices of watched names by first byte: the fast reject.
+    by_first_byte: Vec<Vec<u8>>,
+    /// Bytes enough to classify any line (see `classify`).
+    decide_len: usize,
+    /// The current line when it must be kept across chunks.
+    carry: Vec<u8>,
+    /// True while discarding the rest of an unwatched line.
+    skipping: bool,
+    /// Complete lines seen so far.
+    line_no: u64,
+    /// The watched family whose HELP/TYPE block we are in, with the name the
+    /// block was opened with (the family, or its OpenMetrics base name).
+    block: Option<(usize, String)>,
+    eof: bool,
+    samples: Vec<Sample>,
+    seen: HashSet<(String, Vec<(String, String)>)>,
+    duplicates: u64,
+}
+
+impl Extractor {
+    /// An extractor for the families in `watch`.
+    pub fn new(watch: Watch) -> Extractor {
+        let mut by_first_byte = vec![Vec::new(); 256];
+        for (i, name) in watch.names.iter().enumerate() {
+            // Watch lists are a handful of names; u8 indices are plenty.
+            if let (Some(&b), Ok(i)) = (name.as_bytes().first(), u8::try_from(i)) {
+                by_first_byte[usize::from(b)].push(i);
+            }
+        }
+        let max_len = watch.names.iter().map(String::len).max().unwrap_or(0);
+        Extractor {
+            watched: watch.names,
+            by_first_byte,
+            decide_len: max_len + 32,
+            carry: Vec::new(),
+            skipping: false,
+            line_no: 0,
+            block: None,
+            eof: false,
+            samples: Vec::new(),
+            seen: HashSet::new(),
+            duplicates: 0,
+        }
+    }
+
+    /// Pushes the next chunk of the page; lines may be split anywhere.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<(), ExpositionError> {
+        let mut rest = chunk;
+        while !rest.is_empty() && !self.eof {
+            if self.skipping {
+                let Some(nl) = memchr(b'\n', rest) else {
+                    return Ok(());
+                };
+                self.skipping = false;
+                self.line_no += 1;
+                rest = &rest[nl + 1..];
+                continue;
+            }
+            if self.carry.is_empty() {
+                // Leading blanks are insignificant; dropping them here keeps
+                // the carry short and the classification simple.
+                let start = rest
+                    .iter()
+                    .position(|&b| b != b' ' && b != b'\t')
+                    .unwrap_or(rest.len());
+                rest = &rest[start..];
+                if rest.is_empty() {
+                    return Ok(());
+                }
+            }
+            match memchr(b'\n', rest) {
+                Some(nl) => {
+                    let (part, tail) = (&rest[..nl], &rest[nl + 1..]);
+                    rest = tail;
+                    self.line_no += 1;
+                    if self.carry.is_empty() {
+                        self.line(part)?;
+                    } else {
+                        let mut line = std::mem::take(&mut self.carry);
+                        let result = self.finish_carried(&mut line, part);
+                        line.clear();
+                        self.carry = line;
+                        result?;
+                    }
+                }
+                None => return self.partial(rest),
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the page (a last line without newline is read) and returns it.
+    pub fn finish(mut self) -> Result<Page, ExpositionError> {
+        if !self.eof {
+            if self.skipping {
+                self.line_no += 1;
+            } else if !self.carry.is_empty() {
+                self.line_no += 1;
+                let line = std::mem::take(&mut self.carry);
+                self.line(&line)?;
+            }
+        }
+        Ok(Page {
+            samples: self.samples,
+            duplicates: self.duplicates,
+            lines: self.line_no,
+            watched: self.watched,
+        })
+    }
+
+    /// Completes a line begun in an earlier chunk. A line still undecided
+    /// (shorter than `decide_len` so far) is decided on its first
+    /// `decide_len` bytes before the rest is copied, so a long unwatched line
+    /// is never assembled.
+    fn finish_carried(&mut self, line: &mut Vec<u8>, part: &[u8]) -> Result<(), ExpositionError> {
+        let top = self.decide_len.saturating_sub(line.len()).min(part.len());
+        line.extend_from_slice(&part[..top]);
+        let remaining = &part[top..];
+        if !remaining.is_empty() {
+            if let Class::Skip(effect) = self.classify_prefix(line, false) {
+                self.apply(effect);
+                return Ok(());
+            }
+            self.check_len(line, line.len() + remaining.len())?;
+            line.extend_from_slice(remaining);
+        }
+        self.line(line)
+    }
+
+    /// The current line continues in the next chunk: keep only what is
+    /// needed to decide, and the whole line only if it will be parsed.
+    fn partial(&mut self, rest: &[u8]) -> Result<(), ExpositionError> {
+        let take = self
+            .decide_len
+            .saturating_sub(self.carry.len())
+            .min(rest.len());
+        self.carry.extend_from_slice(&rest[..take]);
+        match self.classify_prefix(&self.carry, false) {
+            Class::NeedMore => {}
+            Class::Skip(effect) => {
+                self.apply(effect);
+                self.carry.clear();
+                self.skipping = true;
+                return Ok(());
+            }
+            Class::Keep => {}
+        }
+        let more = &rest[take..];
+        self.check_len(&self.carry, self.carry.len() + more.len())?;
+        self.carry.extend_from_slice(more);
+        Ok(())
+    }
+
+    fn check_len(&self, prefix: &[u8], len: usize) -> Result<(), ExpositionError> {
+        if len <= MAX_WATCHED_LINE {
+            return Ok(());
+        }
+        let family = match &self.block {
+            Some((i, _)) => self.watched[*i].clone(),
+            None => self
+                .watched
+                .iter()
+                .find(|n| prefix.starts_with(n.as_bytes()))
+                .cloned()
+                .unwrap_or_else(|| "# EOF".to_owned()),
+        };
+        Err(ExpositionError::LineTooLong {
+            line: self.line_no + 1,
+            family,
+            limit: MAX_WATCHED_LINE,
+        })
+    }
+
+    /// Classifies on at most `decide_len` bytes, so the outcome does not
+    /// depend on where chunk boundaries fall.
+    fn classify_prefix(&self, line: &[u8], complete: bool) -> Class {
+        let n = line.len().min(self.decide_len);
+        let class = self.classify(&line[..n], complete && n == line.len());
+        match class {
+            Class::NeedMore if n >= self.decide_len => Class::Skip(None),
+            other => other,
+        }
+    }
+
+    /// Decides from the start of a line (leading blanks removed) whether it
+    /// is skipped (possibly changing the current block), kept for parsing,
+    /// or needs more bytes to tell.
+    fn classify(&self, p: &[u8], complete: bool) -> Class {
+        let Some(&first) = p.first() else {
+            return if complete {
+                Class::Skip(None)
+            } else {
+                Class::NeedMore
+            };
+        };
+        if first == b'#' {
+            return self.classify_comment(&p[1..], complete);
+        }
+        if self.block.is_some() {
+            return Class::Keep;
+        }
+        let mut undecided = false;
+        for &i in &self.by_first_byte[usize::from(first)] {
+            let name = self.watched[usize::from(i)].as_bytes();
+            if p.len() > name.len() {
+                if p.starts_with(name) && matches!(p[name.len()], b'{' | b' ' | b'\t') {
+                    return Class::Keep;
+                }
+            } else if p == name && complete {
+                // A watched name with nothing after it: parse to report it.
+                return Class::Keep;
+            } else if !complete && name.starts_with(p) {
+                undecided = true;
+            }
+        }
+        if undecided {
+            Class::NeedMore
+        } else {
+            Class::Skip(None)
+        }
+    }
+
+    fn classify_comment(&self, p: &[u8], complete: bool) -> Class {
+        let p = trim_start(p);
+        let need = |have: &[u8], want: &[u8]| !complete && want.starts_with(have);
+        if p.starts_with(b"EOF") {
+            return if trim_end(&p[3..]).is_empty() {
+                Class::Keep
+            } else {
+                Class::Skip(None)
+            };
+        }
+        for keyword in [&b"HELP"[..], b"TYPE", b"UNIT"] {
+            if p.len() <= keyword.len() {
+                if need(p, keyword) {
+                    return Class::NeedMore;
+                }
+                continue;
+            }
+            if !p.starts_with(keyword) || !matches!(p[keyword.len()], b' ' | b'\t') {
+                continue;
+            }
+            let rest = trim_start(&p[keyword.len()..]);
+            let end = rest.iter().position(|&b| !is_name_byte(b));
+            let name = match end {
+                Some(end) => &rest[..end],
+                None if complete => rest,
+                None => return Class::NeedMore,
+            };
+            return Class::Skip(Some(self.block_for(name)));
+        }
+        if need(p, b"EOF") {
+            return Class::NeedMore;
+        }
+        Class::Skip(None)
+    }
+
+    /// The block a HELP/TYPE/UNIT line for `name` opens: watched when the name
+    /// is watched, or when it is the OpenMetrics base of a watched `_total`.
+    fn block_for(&self, name: &[u8]) -> Option<(usize, String)> {
+        let i = self.watched.iter().position(|w| {
+            let w = w.as_bytes();
+            w == name
+                || (w.len() == name.len() + 6 && w.starts_with(name) && w.ends_with(b"_total"))
+        })?;
+        Some((i, String::from_utf8_lossy(name).into_owned()))
+    }
+
+    fn apply(&mut self, effect: Option<Option<(usize, String)>>) {
+        if let Some(block) = effect {
+            self.block = block;
+        }
+    }
+
+    /// Handles one complete line (without its `\n`).
+    fn line(&mut self, raw: &[u8]) -> Result<(), ExpositionError> {
+        let line = trim_end(trim_start(raw));
+        match self.classify_prefix(line, true) {
+            Class::Skip(effect) => {
+                self.apply(effect);
+                Ok(())
+            }
+            Class::NeedMore => Ok(()),
+            Class::Keep if line.first() == Some(&b'#') => {
+                // Only `# EOF` is kept among comments: the page ends here.
+                self.eof = true;
+                Ok(())
+            }
+            Class::Keep => self.sample_line(line),
+        }
+    }
+
+    fn sample_line(&mut self, line: &[u8]) -> Result<(), ExpositionError> {
+        if let Some((i, base)) = &self.block {
+            let (i, base) = (*i, base.clone());
+            match parse_sample(line) {
+                Ok(sample) if belongs(&sample.name, &base) => {
+                    self.store(sample);
+                    return Ok(());
+                }
+                // A valid sample of another family: the watched block ended
+                // without a HELP/TYPE line (untyped family).
+                Ok(_) => self.block = None,
+                Err(problem) => {
+                    let name_end = line.iter().position(|&b| !is_name_byte(b));
+                    let name = String::from_utf8_lossy(&line[..name_end.unwrap_or(line.len())]);
+                    let problem = if belongs(&name, &base) {
+                        problem
+                    } else {
+                        format!("{} is not a sample of this family ({problem})", show(line))
+                    };
+                    return Err(self.malformed(i, problem));
+                }
+            }
+            return match self.classify_prefix(line, true) {
+                Class::Keep => self.sample_line(line),
+                _ => Ok(()),
+            };
+        }
+        let family = self
+            .watched
+            .iter()
+            .position(|w| {
+                line.strip_prefix(w.as_bytes())
+                    .is_some_and(|rest| rest.first().is_none_or(|b| !is_name_byte(*b)))
+            })
+            .unwrap_or(0);
+        match parse_sample(line) {
+            Ok(sample) => {
+                self.store(sample);
+                Ok(())
+            }
+            Err(problem) => Err(self.malformed(family, problem)),
+        }
+    }
+
+    fn malformed(&self, family: usize, problem: String) -> ExpositionError {
+        ExpositionError::Malformed {
+            line: self.line_no,
+            family: self.watched.get(family).cloned().unwrap_or_default(),
+            problem,
+        }
+    }
+
+    fn store(&mut self, sample: Sample) {
+        let mut key_labels = sample.labels.clone();
+        key_labels.sort();
+        if self.seen.insert((sample.name.clone(), key_labels)) {
+            self.samples.push(sample);
+        } else {
+            self.duplicates += 1;
+        }
+    }
+}
+
+/// Detects gzip by its magic bytes and streams either kind into an
+/// [`Extractor`], with a limit on the decoded size.
+pub struct PageDecoder {
+    mode: Mode,
+}
+
+impl PageDecoder {
+    /// A decoder without a size limit.
+    pub fn new(watch: Watch) -> PageDecoder {
+        PageDecoder::with_limit(watch, u64::MAX)
+    }
+
+    /// A decoder that fails once more than `max_decoded_bytes` come out of the
+    /// (possibly gzip) body: a guard against gzip bombs and runaway pages.
+    pub fn with_limit(watch: Watch, max_decoded_bytes: u64) -> PageDecoder {
+        PageDecoder {
+            mode: Mode::Sniffing(
+                Vec::with_capacity(2),
+                Sink {
+                    extractor: Extractor::new(watch),
+                    decoded: 0,
+                    limit: max_decoded_bytes,
+                    error: None,
+                },
+            ),
+        }
+    }
+
+    /// Pushes the next chunk of the body.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<(), ExpositionError> {
+        if let Mode::Sniffing(head, _) = &mut self.mode {
+            let take = (2 - head.len()).min(chunk.len());
+            head.extend_from_slice(&chunk[..take]);
+            if head.len() < 2 {
+                return Ok(());
+            }
+            let Mode::Sniffing(head, sink) = std::mem::replace(&mut self.mode, Mode::Failed) else {
+                return Ok(());
+            };
+            self.mode = if head == GZIP_MAGIC {
+                Mode::Gzip(Box::new(flate2::write::MultiGzDecoder::new(sink)))
+            } else {
+                Mode::Plain(sink)
+            };
+            self.write(&head)?;
+            return self.write(&chunk[take..]);
+        }
+        self.write(chunk)
+    }
+
+    /// Ends the body and returns the page.
+    pub fn finish(self) -> Result<Page, ExpositionError> {
+        let sink = match self.mode {
+            Mode::Sniffing(head, mut sink) => {
+                write_sink(&mut sink, &head)?;
+                sink
+            }
+            Mode::Plain(sink) => sink,
+            Mode::Gzip(mut decoder) => {
+                if let Err(err) = decoder.try_finish() {
+                    return Err(decoder
+                        .get_mut()
+                        .error
+                        .take()
+                        .unwrap_or(ExpositionError::Gzip(err)));
+                }
+                match decoder.finish() {
+                    Ok(sink) => sink,
+                    Err(err) => return Err(ExpositionError::Gzip(err)),
+                }
+            }
+            Mode::Failed => {
+                return Err(ExpositionError::Gzip(io::Error::other(
+                    "decoder used after an error",
+                )));
+            }
+        };
+        sink.extractor.finish()
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), ExpositionError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        match &mut self.mode {
+            Mode::Plain(sink) => write_sink(sink, bytes),
+            Mode::Gzip(decoder) => match decoder.write_all(bytes) {
+                Ok(()) => Ok(()),
+                Err(err) => {
+                    let typed = decoder.get_mut().error.take();
+                    self.mode = Mode::Failed;
+                    Err(typed.unwrap_or(ExpositionError::Gzip(err)))
+                }
+            },
+            Mode::Sniffing(..) | Mode::Failed => Ok(()),
+        }
+    }
+}
+
+/// Reads a page (plain or gzip) from `r` in [`READ_CHUNK`] chunks.
+pub fn extract_from_reader(watch: Watch, mut r: impl Read) -> Result<Page, ReadPageError> {
+    let mut decoder = PageDecoder::new(watch);
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => decoder.feed(&buf[..n])?,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(ReadPageError::Io(err)),
+        }
+    }
+    Ok(decoder.finish()?)
+}
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// The suffixes a sample name may add to its family's name inside the
+/// family's block (OpenMetrics counters, histograms, summaries, info).
+const SUFFIXES: [&str; 8] = [
+    "_total", "_created", "_bucket", "_sum", "_count", "_info", "_gsum", "_gcount",
+];
+
+enum Class {
+    /// More bytes are needed to decide.
+    NeedMore,
+    /// Not parsed; `Some` when the line opens a block (`Some(None)`: an
+    /// unwatched one).
+    Skip(Option<Option<(usize, String)>>),
+    /// Parsed once complete.
+    Keep,
+}
+
+enum Mode {
+    Sniffing(Vec<u8>, Sink),
+    Plain(Sink),
+    Gzip(Box<flate2::write::MultiGzDecoder<Sink>>),
+    Failed,
+}
+
+/// The decoded side of a [`PageDecoder`]: counts bytes and feeds the
+/// extractor, keeping the typed error that `io::Write` cannot carry.
+struct Sink {
+    extractor: Extractor,
+    decoded: u64,
+    limit: u64,
+    error: Option<ExpositionError>,
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.error.is_some() {
+            return Err(io::Error::other("page rejected"));
+        }
+        match write_sink(self, buf) {
+            Ok(()) => Ok(buf.len()),
+            Err(err) => {
+                self.error = Some(err);
+                Err(io::Error::other("page rejected"))
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn write_sink(sink: &mut Sink, bytes: &[u8]) -> Result<(), ExpositionError> {
+    sink.decoded = sink.decoded.saturating_add(bytes.len() as u64);
+    if sink.decoded > sink.limit {
+        return Err(ExpositionError::TooLarge { limit: sink.limit });
+    }
+    sink.extractor.feed(bytes)
+}
+
+fn label<'a>(sample: &'a Sample, key: &str) -> Option<&'a str> {
+    sample
+        .labels
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+fn belongs(name: &str, base: &str) -> bool {
+    name == base
+        || name
+            .strip_prefix(base)
+            .is_some_and(|suffix| SUFFIXES.contains(&suffix))
+}
+
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b':'
+}
+
+fn trim_start(p: &[u8]) -> &[u8] {
+    let start = p
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(p.len());
+    &p[start..]
+}
+
+fn trim_end(p: &[u8]) -> &[u8] {
+    let end = p
+        .iter()
+        .rposition(|&b| !matches!(b, b' ' | b'\t' | b'\r'))
+        .map_or(0, |i| i + 1);
+    &p[..end]
+}
+
+/// Shows page text in an error, shortened: errors end up in logs.
+fn show(bytes: &[u8]) -> String {
+    const MAX: usize = 60;
+    let text = String::from_utf8_lossy(bytes);
+    if text.chars().count() <= MAX {
+        format!("{text:?}")
+    } else {
+        let short: String = text.chars().take(MAX).collect();
+        format!("{short:?}…")
+    }
+}
+
+/// Parses one sample line (trimmed, no newline): name, optional labels,
+/// value, optional integer timestamp, optional OpenMetrics exemplar.
+fn parse_sample(line: &[u8]) -> Result<Sample, String> {
+    let name_end = line
+        .iter()
+        .position(|&b| !is_name_byte(b))
+        .unwrap_or(line.len());
+    let name = &line[..name_end];
+    if name.is_empty() || name[0].is_ascii_digit() {
+        return Err(format!("no metric name at the start of {}", show(line)));
+    }
+    let name = String::from_utf8_lossy(name).into_owned();
+    let mut rest = &line[name_end..];
+    let mut labels = Vec::new();
+    if rest.first() == Some(&b'{') {
+        rest = parse_labels(&rest[1..], &mut labels)?;
+    } else if !rest.is_empty() && !matches!(rest[0], b' ' | b'\t') {
+        return Err(format!("unexpected {} after the metric name", show(rest)));
+    }
+    rest = trim_start(rest);
+    let (value_text, after) = split_token(rest);
+    if value_text.is_empty() {
+        return Err("missing value".to_owned());
+    }
+    let value = parse_value(value_text)?;
+    let rest = trim_start(after);
+    let (ts_text, after) = split_token(rest);
+    let timestamp_ms = if ts_text.is_empty() || ts_text[0] == b'#' {
+        None
+    } else {
+        let text = std::str::from_utf8(ts_text).unwrap_or("");
+        Some(
+            text.parse::<i64>()
+                .map_err(|_| format!("timestamp {} is not an integer", show(ts_text)))?,
+        )
+    };
+    let tail = trim_start(if timestamp_ms.is_some() { after } else { rest });
+    // An OpenMetrics exemplar (`# {…} v`) may follow; anything else is junk.
+    if !tail.is_empty() && tail[0] != b'#' {
+        return Err(format!("unexpected text {} after the value", show(tail)));
+    }
+    Ok(Sample {
+        name,
+        labels,
+        value,
+        timestamp_ms,
+    })
+}
+
+fn split_token(p: &[u8]) -> (&[u8], &[u8]) {
+    let end = p
+        .iter()
+        .position(|&b| b == b' ' || b == b'\t')
+        .unwrap_or(p.len());
+    (&p[..end], &p[end..])
+}
+
+fn parse_value(text: &[u8]) -> Result<f64, String> {
+    let not_number = || format!("value {} is not a number", show(text));
+    let s = std::str::from_utf8(text).map_err(|_| not_number())?;
+    // Go's ParseFloat (what Prometheus uses) takes these spellings; Rust's
+    // parser also takes "infinity" and friends, which are harmless.
+    s.parse::<f64>().map_err(|_| not_number())
+}
+
+/// Parses `name="value", …}` after the opening brace; returns the rest.
+fn parse_labels<'a>(
+    mut p: &'a [u8],
+    labels: &mut Vec<(String, String)>,
+) -> Result<&'a [u8], String> {
+    loop {
+        p = trim_start(p);
+        match p.first() {
+            None => return Err("label set not closed with '}'".to_owned()),
+            Some(b'}') => return Ok(&p[1..]),
+            Some(_) => {}
+        }
+        let key_end = p.iter().position(|&b| !is_name_byte(b)).unwrap_or(p.len());
+        let key = &p[..key_end];
+        if key.is_empty() || key[0].is_ascii_digit() || key.contains(&b':') {
+            return Err(format!("bad label name at {}", show(p)));
+        }
+        let key = String::from_utf8_lossy(key).into_owned();
+        p = trim_start(&p[key_end..]);
+        if p.first() != Some(&b'=') {
+            return Err(format!("expected '=' after label {key}"));
+        }
+        p = trim_start(&p[1..]);
+        if p.first() != Some(&b'"') {
+            return Err(format!("expected '\"' to open the value of label {key}"));
+        }
+        let (value, after) = parse_quoted(&p[1..], &key)?;
+        labels.push((key, value));
+        p = trim_start(after);
+        match p.first() {
+            Some(b',') => p = &p[1..],
+            Some(b'}') => return Ok(&p[1..]),
+            _ => {
+                return Err(format!(
+                    "expected ',' or '}}' after a label, found {}",
+                    show(p)
+                ));
+            }
+        }
+    }
+}
+
+/// Decodes a label value up to its closing quote (`\\`, `\"`, `\n`).
+fn parse_quoted<'a>(p: &'a [u8], key: &str) -> Result<(String, &'a [u8]), String> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < p.len() {
+        match p[i] {
+            b'"' => {
+                let value = String::from_utf8(out)
+                    .map_err(|_| format!("value of label {key} is not UTF-8"))?;
+                return Ok((value, &p[i + 1..]));
+            }
+            b'\\' => {
+                match p.get(i + 1) {
+                    Some(b'\\') => out.push(b'\\'),
+                    Some(b'"') => out.push(b'"'),
+                    Some(b'n') => out.push(b'\n'),
+                    Some(&other) => {
+                        return Err(format!(
+                            "invalid escape \\{} in label {key}",
+                            char::from(other)
+                        ));
+                    }
+                    None => break,
+                }
+                i += 2;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Err(format!("value of label {key} not closed with '\"'"))
+}

@@ -1,0 +1,565 @@
+//! Every metric the auditor exports, registered in one place on its own
+//! registry, with the names and labels of the contract (`docs/metrics.md`).
+//!
+//! Label values come from bounded sets only: cutover names from the config,
+//! token kinds, states, reasons and scrape error kinds from enums, and
+//! instance addresses of current targets (series of instances that left are
+//! removed, so churn does not grow the page).
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::families::TokenKind;
+use crate::ledger::Ledger;
+use crate::status::ScrapeErrorKind;
+use crate::time::Timestamp;
+use crate::verdict::{CutoverSpec, Reason, State, Verdict};
+
+/// The standard windows of `cutover_token_uses_increase`.
+pub const INCREASE_WINDOWS: [(&str, Duration); 4] = [
+    ("5m", Duration::from_secs(300)),
+    ("1h", Duration::from_secs(3_600)),
+    ("24h", Duration::from_secs(86_400)),
+    ("7d", Duration::from_secs(7 * 86_400)),
+];
+
+/// The auditor's metrics.
+pub struct Metrics {
+    registry: Registry,
+    ready: IntGaugeVec,
+    state: IntGaugeVec,
+    reason: IntGaugeVec,
+    state_since: GaugeVec,
+    last_use: GaugeVec,
+    ready_in: GaugeVec,
+    window_seconds: GaugeVec,
+    coverage: GaugeVec,
+    window_increase: IntGaugeVec,
+    regressions: IntCounterVec,
+    token_uses: IntCounterVec,
+    token_increase: IntGaugeVec,
+    apiserver_token_uses: IntCounterVec,
+    scrape_success: IntGaugeVec,
+    scrape_duration: GaugeVec,
+    scrape_errors: IntCounterVec,
+    resets: IntCounterVec,
+    holes: IntCounterVec,
+    targets: IntGauge,
+    last_evaluation: Gauge,
+    alertmanager_errors: IntCounter,
+    /// Instances that currently have per-instance series.
+    instances: Mutex<BTreeSet<String>>,
+}
+
+/// Why the metrics could not be registered or rendered.
+#[derive(Debug, thiserror::Error)]
+#[error("metrics: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help)
+}
+
+impl Metrics {
+    /// Registers every metric; `version` goes into `cutover_build_info`.
+    pub fn new(version: &str) -> Result<Metrics, MetricsError> {
+        let registry = Registry::new();
+        macro_rules! reg {
+            ($metric:expr) => {{
+                let m = $metric;
+                registry.register(Box::new(m.clone()))?;
+                m
+            }};
+        }
+        let cutover = &["cutover"];
+        let m = Metrics {
+            ready: reg!(IntGaugeVec::new(
+                opts(
+                    "cutover_ready",
+                    "1 when the cutover's verdict is ready, else 0."
+                ),
+                cutover
+            )?),
+            state: reg!(IntGaugeVec::new(
+                opts(
+                    "cutover_state",
+                    "1 for the cutover's current state, 0 for the others."
+                ),
+                &["cutover", "state"]
+            )?),
+            reason: reg!(IntGaugeVec::new(
+                opts(
+                    "cutover_reason",
+                    "1 for the reason of the cutover's current verdict, 0 for the others."
+                ),
+                &["cutover", "reason"]
+            )?),
+            state_since: reg!(GaugeVec::new(
+                opts(
+                    "cutover_state_since_timestamp_seconds",
+                    "When the cutover's current state began (Unix seconds)."
+                ),
+                cutover
+            )?),
+            last_use: reg!(GaugeVec::new(
+                opts(
+                    "cutover_last_use_timestamp_seconds",
+                    "Last time a quiet counter of the cutover was seen increasing (Unix seconds; 0 if never seen)."
+                ),
+                cutover
+            )?),
+            ready_in: reg!(GaugeVec::new(
+                opts(
+                    "cutover_ready_in_seconds",
+                    "Time until the cutover turns ready if nothing changes; 0 when ready, +Inf when it cannot without a change."
+                ),
+                cutover
+            )?),
+            window_seconds: reg!(GaugeVec::new(
+                opts("cutover_window_seconds", "The cutover's configured window."),
+                cutover
+            )?),
+            coverage: reg!(GaugeVec::new(
+                opts(
+                    "cutover_window_coverage_ratio",
+                    "Observed share of the cutover's window on the least-observed apiserver instance."
+                ),
+                cutover
+            )?),
+            window_increase: reg!(IntGaugeVec::new(
+                opts(
+                    "cutover_window_increase",
+                    "Increase of the cutover's quiet counters inside its window, all instances."
+                ),
+                cutover
+            )?),
+            regressions: reg!(IntCounterVec::new(
+                opts(
+                    "cutover_regressions_total",
+                    "Transitions of the cutover from ready to in_use."
+                ),
+                cutover
+            )?),
+            token_uses: reg!(IntCounterVec::new(
+                opts(
+                    "cutover_token_uses_total",
+                    "Token authentications counted by kube-apiserver, summed over instances, stitched across resets."
+                ),
+                &["kind"]
+            )?),
+            token_increase: reg!(IntGaugeVec::new(
+                opts(
+                    "cutover_token_uses_increase",
+                    "Exact increase of token authentications over a standard window."
+                ),
+                &["kind", "window"]
+            )?),
+            apiserver_token_uses: reg!(IntCounterVec::new(
+                opts(
+                    "cutover_apiserver_token_uses_total",
+                    "Token authentications counted by one kube-apiserver instance, stitched across its resets."
+                ),
+                &["instance", "kind"]
+            )?),
+            scrape_success: reg!(IntGaugeVec::new(
+                opts(
+                    "cutover_scrape_success",
+                    "1 if the last scrape of the apiserver instance succeeded."
+                ),
+                &["instance"]
+            )?),
+            scrape_duration: reg!(GaugeVec::new(
+                opts(
+                    "cutover_scrape_duration_seconds",
+                    "Duration of the last scrape of the apiserver instance."
+                ),
+                &["instance"]
+            )?),
+            scrape_errors: reg!(IntCounterVec::new(
+                opts(
+                    "cutover_scrape_errors_total",
+                    "Failed scrapes of the apiserver instance, by reason."
+                ),
+                &["instance", "reason"]
+            )?),
+            resets: reg!(IntCounterVec::new(
+                opts(
+                    "cutover_apiserver_resets_total",
+                    "Restarts and counter resets seen on the apiserver instance."
+                ),
+                &["instance"]
+            )?),
+            holes: reg!(IntCounterVec::new(
+                opts(
+                    "cutover_coverage_holes_total",
+                    "Intervals of the apiserver instance whose increments could not be known."
+                ),
+                &["instance"]
+            )?),
+            targets: reg!(IntGauge::with_opts(opts(
+                "cutover_targets",
+                "Apiserver instances currently scraped."
+            ))?),
+            last_evaluation: reg!(Gauge::with_opts(opts(
+                "cutover_last_evaluation_timestamp_seconds",
+                "When verdicts were last evaluated (Unix seconds)."
+            ))?),
+            alertmanager_errors: reg!(IntCounter::with_opts(opts(
+                "cutover_alertmanager_errors_total",
+                "Failed pushes of alerts to Alertmanager."
+            ))?),
+            instances: Mutex::new(BTreeSet::new()),
+            registry,
+        };
+        let build_info = IntGaugeVec::new(
+            opts(
+                "cutover_build_info",
+                "Always 1; labelled with the auditor's version.",
+            ),
+            &["version"],
+        )?;
+        m.registry.register(Box::new(build_info.clone()))?;
+        build_info.with_label_values(&[version]).set(1);
+        for kind in TokenKind::ALL {
+            m.token_uses.with_label_values(&[kind.label()]);
+        }
+        Ok(m)
+    }
+
+    /// Declares every cutover with its window, so all series exist from the
+    /// start (blind until the first evaluation).
+    pub fn declare_cutovers(&self, specs: &[CutoverSpec]) {
+        for spec in specs {
+            self.window_seconds
+                .with_label_values(&[&spec.name])
+                .set(spec.window.as_secs_f64());
+            self.regressions.with_label_values(&[&spec.name]);
+            self.set_state(&spec.name, State::Blind, Reason::NoTargets);
+            self.ready_in
+                .with_label_values(&[&spec.name])
+                .set(f64::INFINITY);
+        }
+    }
+
+    fn set_state(&self, cutover: &str, current: State, current_reason: Reason) {
+        self.ready
+            .with_label_values(&[cutover])
+            .set(i64::from(current == State::Ready));
+        for state in State::ALL {
+            self.state
+                .with_label_values(&[cutover, state.label()])
+                .set(i64::from(state == current));
+        }
+        for reason in Reason::ALL {
+            self.reason
+                .with_label_values(&[cutover, reason.label()])
+                .set(i64::from(reason == current_reason));
+        }
+    }
+
+    /// Publishes one evaluation: every cutover's verdict and the ledger's
+    /// totals and increases at `now`.
+    pub fn observe_evaluation(
+        &self,
+        verdicts: &[(&CutoverSpec, &Verdict)],
+        ledger: &Ledger,
+        now: Timestamp,
+    ) {
+        for (spec, verdict) in verdicts {
+            let name = spec.name.as_str();
+            let a = &verdict.assessment;
+            self.set_state(name, a.state, a.reason);
+            self.state_since
+                .with_label_values(&[name])
+                .set(verdict.since.as_secs_f64());
+            self.last_use
+                .with_label_values(&[name])
+                .set(a.last_use.map_or(0.0, Timestamp::as_secs_f64));
+            self.ready_in
+                .with_label_values(&[name])
+                .set(a.ready_in.map_or(f64::INFINITY, |d| d.as_secs_f64()));
+            self.window_seconds
+                .with_label_values(&[name])
+                .set(spec.window.as_secs_f64());
+            self.coverage.with_label_values(&[name]).set(a.coverage);
+            self.window_increase
+                .with_label_values(&[name])
+                .set(saturating_i64(a.increase));
+            raise_to(
+                &self.regressions.with_label_values(&[name]),
+                verdict.regressions,
+            );
+        }
+        for kind in TokenKind::ALL {
+            let family = kind.family();
+            raise_to(
+                &self.token_uses.with_label_values(&[kind.label()]),
+                ledger.family_total(family),
+            );
+            for (window, length) in INCREASE_WINDOWS {
+                let increase = ledger.family_increase(family, now - length);
+                self.token_increase
+                    .with_label_values(&[kind.label(), window])
+                    .set(saturating_i64(increase));
+            }
+        }
+        let mut known = self.lock_instances();
+        let current: BTreeSet<String> = ledger
+            .instances()
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        for gone in known.difference(&current) {
+            for kind in TokenKind::ALL {
+                let _ = self
+                    .apiserver_token_uses
+                    .remove_label_values(&[gone, kind.label()]);
+            }
+            let _ = self.resets.remove_label_values(&[gone]);
+            let _ = self.holes.remove_label_values(&[gone]);
+        }
+        for (name, inst) in ledger.instances() {
+            for kind in TokenKind::ALL {
+                if inst.has_family(kind.family()) || inst.family_total(kind.family()) > 0 {
+                    raise_to(
+                        &self
+                            .apiserver_token_uses
+                            .with_label_values(&[name, kind.label()]),
+                        inst.family_total(kind.family()),
+                    );
+                }
+            }
+            raise_to(&self.resets.with_label_values(&[name]), inst.resets_total());
+            raise_to(&self.holes.with_label_values(&[name]), inst.holes_total());
+        }
+        *known = current;
+        self.last_evaluation.set(now.as_secs_f64());
+    }
+
+    /// Records the end of one scrape of `instance`.
+    pub fn observe_scrape(
+        &self,
+        instance: &str,
+        duration: Duration,
+        result: Result<(), ScrapeErrorKind>,
+    ) {
+        self.scrape_duration
+            .with_label_values(&[instance])
+            .set(duration.as_secs_f64());
+        self.scrape_success
+            .with_label_values(&[instance])
+            .set(i64::from(result.is_ok()));
+        if let Err(kind) = result {
+            self.scrape_errors
+                .with_label_values(&[instance, kind.label()])
+                .inc();
+        }
+    }
+
+    /// Sets the current targets; scrape series of instances that left are removed.
+    pub fn set_targets(&self, previous: &[String], current: &[String]) {
+        for gone in previous.iter().filter(|p| !current.contains(p)) {
+            let _ = self.scrape_success.remove_label_values(&[gone]);
+            let _ = self.scrape_duration.remove_label_values(&[gone]);
+            for kind in ScrapeErrorKind::ALL {
+                let _ = self
+                    .scrape_errors
+                    .remove_label_values(&[gone, kind.label()]);
+            }
+        }
+        self.targets
+            .set(i64::try_from(current.len()).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a failed push to Alertmanager.
+    pub fn alertmanager_error(&self) {
+        self.alertmanager_errors.inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Result<String, MetricsError> {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        Ok(canonical_infinities(&String::from_utf8_lossy(&out)))
+    }
+
+    fn lock_instances(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        // A panic while holding the lock leaves a plain set behind: still usable.
+        self.instances
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The `prometheus` crate prints infinite sample values as Rust does (`inf`);
+/// the exposition format spells them `+Inf` and `-Inf`.
+fn canonical_infinities(page: &str) -> String {
+    let mut out = String::with_capacity(page.len() + 16);
+    for line in page.lines() {
+        if let Some(head) = line.strip_suffix(" inf") {
+            out.push_str(head);
+            out.push_str(" +Inf");
+        } else if let Some(head) = line.strip_suffix(" -inf") {
+            out.push_str(head);
+            out.push_str(" -Inf");
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Raises a counter to `total` (counters only go up; a lower total is ignored).
+fn raise_to(counter: &IntCounter, total: u64) {
+    let current = counter.get();
+    if total > current {
+        counter.inc_by(total - current);
+    }
+}
+
+fn saturating_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::ledger::{Observation, SeriesKey};
+    use crate::verdict::{self, Tracker};
+
+    fn obs(legacy: u64, start: i64) -> Observation {
+        Observation {
+            start_time: Some(Timestamp::from_secs(start)),
+            values: BTreeMap::from([(SeriesKey::family(TokenKind::Legacy.family()), legacy)]),
+        }
+    }
+
+    fn line<'a>(page: &'a str, prefix: &str) -> &'a str {
+        page.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line starting with {prefix} in\n{page}"))
+    }
+
+    #[test]
+    fn evaluation_publishes_verdicts_and_stitched_totals() {
+        let m = Metrics::new("1.2.3").unwrap();
+        let specs = CutoverSpec::builtin();
+        m.declare_cutovers(&specs);
+        let page = m.render().unwrap();
+        assert_eq!(
+            line(&page, "cutover_ready_in_seconds{cutover=\"legacy-tokens\"}"),
+            "cutover_ready_in_seconds{cutover=\"legacy-tokens\"} +Inf"
+        );
+        assert_eq!(
+            line(
+                &page,
+                "cutover_state{cutover=\"legacy-tokens\",state=\"blind\"}"
+            ),
+            "cutover_state{cutover=\"legacy-tokens\",state=\"blind\"} 1"
+        );
+        assert_eq!(
+            line(
+                &page,
+                "cutover_regressions_total{cutover=\"legacy-tokens\"}"
+            ),
+            "cutover_regressions_total{cutover=\"legacy-tokens\"} 0"
+        );
+        assert_eq!(
+            line(&page, "cutover_build_info"),
+            "cutover_build_info{version=\"1.2.3\"} 1"
+        );
+
+        let mut ledger = Ledger::default();
+        ledger.observe("10.0.0.1:6443", Timestamp::from_secs(100), obs(5, 1));
+        ledger.observe("10.0.0.1:6443", Timestamp::from_secs(130), obs(7, 1));
+        // A restart: the stitched counter keeps counting up.
+        ledger.observe("10.0.0.1:6443", Timestamp::from_secs(160), obs(1, 150));
+        let now = Timestamp::from_secs(160);
+        let mut tracker = Tracker::default();
+        let a = verdict::assess(&specs[0], &ledger, now);
+        tracker.update(&specs[0].name, &a, now);
+        let v = tracker.verdict(&specs[0].name, a, now);
+        m.observe_evaluation(&[(&specs[0], &v)], &ledger, now);
+        let page = m.render().unwrap();
+        assert_eq!(
+            line(&page, "cutover_token_uses_total{kind=\"legacy\"}"),
+            "cutover_token_uses_total{kind=\"legacy\"} 8"
+        );
+        assert_eq!(
+            line(
+                &page,
+                "cutover_apiserver_token_uses_total{instance=\"10.0.0.1:6443\",kind=\"legacy\"}"
+            ),
+            "cutover_apiserver_token_uses_total{instance=\"10.0.0.1:6443\",kind=\"legacy\"} 8"
+        );
+        assert_eq!(
+            line(
+                &page,
+                "cutover_token_uses_increase{kind=\"legacy\",window=\"5m\"}"
+            ),
+            "cutover_token_uses_increase{kind=\"legacy\",window=\"5m\"} 3"
+        );
+        assert_eq!(
+            line(
+                &page,
+                "cutover_state{cutover=\"legacy-tokens\",state=\"in_use\"}"
+            ),
+            "cutover_state{cutover=\"legacy-tokens\",state=\"in_use\"} 1"
+        );
+        assert_eq!(
+            line(
+                &page,
+                "cutover_last_use_timestamp_seconds{cutover=\"legacy-tokens\"}"
+            ),
+            "cutover_last_use_timestamp_seconds{cutover=\"legacy-tokens\"} 160"
+        );
+        assert_eq!(
+            line(
+                &page,
+                "cutover_apiserver_resets_total{instance=\"10.0.0.1:6443\"}"
+            ),
+            "cutover_apiserver_resets_total{instance=\"10.0.0.1:6443\"} 1"
+        );
+        assert_eq!(
+            line(&page, "cutover_last_evaluation_timestamp_seconds"),
+            "cutover_last_evaluation_timestamp_seconds 160"
+        );
+    }
+
+    #[test]
+    fn scrape_series_of_departed_targets_are_removed() {
+        let m = Metrics::new("0").unwrap();
+        m.observe_scrape("a:1", Duration::from_millis(250), Ok(()));
+        m.observe_scrape(
+            "b:1",
+            Duration::from_millis(100),
+            Err(ScrapeErrorKind::Http401),
+        );
+        m.set_targets(&[], &["a:1".into(), "b:1".into()]);
+        let page = m.render().unwrap();
+        assert_eq!(
+            line(
+                &page,
+                "cutover_scrape_errors_total{instance=\"b:1\",reason=\"http_401\"}"
+            ),
+            "cutover_scrape_errors_total{instance=\"b:1\",reason=\"http_401\"} 1"
+        );
+        assert_eq!(
+            line(&page, "cutover_scrape_success{instance=\"a:1\"}"),
+            "cutover_scrape_success{instance=\"a:1\"} 1"
+        );
+        assert_eq!(line(&page, "cutover_targets"), "cutover_targets 2");
+        m.set_targets(&["a:1".into(), "b:1".into()], &["a:1".into()]);
+        let page = m.render().unwrap();
+        assert!(!page.contains("b:1"), "{page}");
+        assert_eq!(line(&page, "cutover_targets"), "cutover_targets 1");
+    }
+}

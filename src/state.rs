@@ -1,0 +1,248 @@
+//! The state file: the ledger and verdict history, so a restart of the
+//! daemon loses no evidence.
+//!
+//! Written atomically (temporary file, fsync, rename, fsync of the
+//! directory). A file that cannot be read or parsed is moved aside to
+//! `<name>.corrupt-<unix seconds>` and the daemon starts from nothing, which
+//! makes every verdict `blind`: a broken file never yields `ready`.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ledger::Ledger;
+use crate::time::Timestamp;
+use crate::verdict::Tracker;
+
+/// The format version written by this build.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What is persisted.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The format version.
+    pub version: u32,
+    /// When it was written.
+    pub saved_at: Timestamp,
+    /// The counter ledger.
+    pub ledger: Ledger,
+    /// Verdict history per cutover.
+    pub trackers: BTreeMap<String, Tracker>,
+}
+
+/// The outcome of reading the state file at start.
+#[derive(Debug)]
+pub enum Loaded {
+    /// No file yet: a first start.
+    Missing,
+    /// The saved state, to resume from.
+    Resumed(Box<Snapshot>),
+    /// The file was unusable and has been moved aside.
+    Corrupt {
+        /// Where it was moved.
+        moved_to: PathBuf,
+        /// What was wrong with it.
+        reason: String,
+    },
+}
+
+/// Why the state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Writing failed.
+    #[error("cannot write state file {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A corrupt file could not even be moved aside.
+    #[error("state file {path} is unusable ({reason}) and could not be moved aside: {source}")]
+    MoveAside {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong with it.
+        reason: String,
+        /// Why the move failed.
+        source: io::Error,
+    },
+}
+
+/// Reads the state file at `path`; an unusable file is moved aside, named
+/// with `now` so that several corrupt files never overwrite each other.
+pub fn load(path: &Path, now: Timestamp) -> Result<Loaded, StateError> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Loaded::Missing),
+        Err(e) => return move_aside(path, now, format!("unreadable: {e}")),
+    };
+    match decode(&bytes) {
+        Ok(snapshot) => Ok(Loaded::Resumed(Box::new(snapshot))),
+        Err(reason) => move_aside(path, now, reason),
+    }
+}
+
+/// Parses a state file's bytes; the error says what is wrong.
+pub fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
+    #[derive(Deserialize)]
+    struct Version {
+        version: u32,
+    }
+    let version: Version =
+        serde_json::from_slice(bytes).map_err(|e| format!("not a state file: {e}"))?;
+    if version.version != FORMAT_VERSION {
+        return Err(format!(
+            "format version {} is not supported (this build reads {FORMAT_VERSION})",
+            version.version
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|e| format!("malformed state: {e}"))
+}
+
+/// Writes the snapshot atomically: readers see the old file or the new one,
+/// never a mix, even if the machine stops mid-write.
+pub fn save(path: &Path, snapshot: &Snapshot) -> Result<(), StateError> {
+    let err = |source| StateError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let bytes = serde_json::to_vec(snapshot).map_err(|e| err(io::Error::other(e)))?;
+    let tmp = temp_path(path);
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        // The rename is durable only once the directory entry is.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        // Best effort: the temporary file is garbage either way.
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(err)
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+fn move_aside(path: &Path, now: Timestamp, reason: String) -> Result<Loaded, StateError> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".corrupt-{}", now.as_millis().div_euclid(1000)));
+    let mut moved_to = path.with_file_name(&name);
+    let mut n = 1;
+    while moved_to.exists() {
+        let mut numbered = name.clone();
+        numbered.push(format!(".{n}"));
+        moved_to = path.with_file_name(numbered);
+        n += 1;
+    }
+    match fs::rename(path, &moved_to) {
+        Ok(()) => Ok(Loaded::Corrupt { moved_to, reason }),
+        Err(source) => Err(StateError::MoveAside {
+            path: path.to_owned(),
+            reason,
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::ledger::{Observation, SeriesKey};
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("cutover-state-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn snapshot() -> Snapshot {
+        let mut ledger = Ledger::default();
+        for (t, v) in [(10, 1), (40, 3)] {
+            ledger.observe(
+                "10.0.0.1:6443",
+                Timestamp::from_secs(t),
+                Observation {
+                    start_time: Some(Timestamp::from_secs(1)),
+                    values: BTreeMap::from([(
+                        SeriesKey::family("serviceaccount_legacy_tokens_total"),
+                        v,
+                    )]),
+                },
+            );
+        }
+        Snapshot {
+            version: FORMAT_VERSION,
+            saved_at: Timestamp::from_secs(41),
+            ledger,
+            trackers: BTreeMap::from([("legacy-tokens".into(), Tracker::default())]),
+        }
+    }
+
+    #[test]
+    fn save_then_load_round_trips() {
+        let d = dir("roundtrip");
+        let path = d.join("state.json");
+        assert!(matches!(
+            load(&path, Timestamp(0)).unwrap(),
+            Loaded::Missing
+        ));
+        save(&path, &snapshot()).unwrap();
+        save(&path, &snapshot()).unwrap();
+        match load(&path, Timestamp(0)).unwrap() {
+            Loaded::Resumed(s) => assert_eq!(*s, snapshot()),
+            other => panic!("{other:?}"),
+        }
+        assert!(!temp_path(&path).exists());
+    }
+
+    #[test]
+    fn corrupt_files_are_moved_aside_with_the_reason() {
+        let d = dir("corrupt");
+        let path = d.join("state.json");
+        let check = |content: &[u8], reason: &str| {
+            fs::write(&path, content).unwrap();
+            match load(&path, Timestamp::from_secs(1_700_000_000)).unwrap() {
+                Loaded::Corrupt {
+                    moved_to,
+                    reason: got,
+                } => {
+                    assert!(got.contains(reason), "{got}");
+                    assert!(
+                        moved_to
+                            .to_string_lossy()
+                            .contains("state.json.corrupt-1700000000")
+                    );
+                    assert_eq!(fs::read(&moved_to).unwrap(), content, "kept for inspection");
+                }
+                other => panic!("{other:?}"),
+            }
+            assert!(!path.exists());
+        };
+        check(b"{\"version\": 1, \"ledger\": 7", "not a state file");
+        check(b"\x00\x01garbage", "not a state file");
+        check(b"{\"version\": 99}", "format version 99 is not supported");
+        check(b"{\"version\": 1, \"saved_at\": 5}", "malformed state");
+        // Four corrupt files in the same second: none overwritten.
+        assert_eq!(fs::read_dir(&d).unwrap().count(), 4);
+    }
+}

@@ -1,0 +1,159 @@
+//! The daemon's status as plain data: what every human and machine surface
+//! (`/api/v1/status`, the status page, `check`) shows.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::Timestamp;
+use crate::verdict::{CutoverSpec, Reason, State, Verdict};
+
+/// Why a scrape failed: a bounded set, exported as the `reason` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScrapeErrorKind {
+    /// TCP connection failed.
+    Connect,
+    /// The scrape exceeded its timeout.
+    Timeout,
+    /// TLS handshake or certificate verification failed.
+    Tls,
+    /// 401: the token was rejected.
+    Http401,
+    /// 403: the token lacks `get` on `/metrics`.
+    Http403,
+    /// Any other non-200 status.
+    HttpOther,
+    /// The page exceeded the body-size limit.
+    BodyTooLarge,
+    /// The body could not be decoded (gzip, transfer).
+    Decode,
+    /// A watched line was malformed.
+    Malformed,
+}
+
+impl ScrapeErrorKind {
+    /// Every reason, in label order.
+    pub const ALL: [ScrapeErrorKind; 9] = [
+        ScrapeErrorKind::Connect,
+        ScrapeErrorKind::Timeout,
+        ScrapeErrorKind::Tls,
+        ScrapeErrorKind::Http401,
+        ScrapeErrorKind::Http403,
+        ScrapeErrorKind::HttpOther,
+        ScrapeErrorKind::BodyTooLarge,
+        ScrapeErrorKind::Decode,
+        ScrapeErrorKind::Malformed,
+    ];
+
+    /// The exported label value.
+    pub const fn label(self) -> &'static str {
+        match self {
+            ScrapeErrorKind::Connect => "connect",
+            ScrapeErrorKind::Timeout => "timeout",
+            ScrapeErrorKind::Tls => "tls",
+            ScrapeErrorKind::Http401 => "http_401",
+            ScrapeErrorKind::Http403 => "http_403",
+            ScrapeErrorKind::HttpOther => "http_other",
+            ScrapeErrorKind::BodyTooLarge => "body_too_large",
+            ScrapeErrorKind::Decode => "decode",
+            ScrapeErrorKind::Malformed => "malformed",
+        }
+    }
+}
+
+impl fmt::Display for ScrapeErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// Health of one apiserver target.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TargetHealth {
+    /// The instance address, `IP:port`.
+    pub instance: String,
+    /// Whether the last scrape succeeded.
+    pub up: bool,
+    /// When the last scrape ended.
+    pub last_scrape: Option<Timestamp>,
+    /// When the last successful scrape ended.
+    pub last_success: Option<Timestamp>,
+    /// How long the last scrape took, in seconds.
+    pub last_duration_seconds: Option<f64>,
+    /// Why the last scrape failed, if it did.
+    pub last_error: Option<ScrapeErrorKind>,
+    /// A human-readable detail of the last error (never a token).
+    pub last_error_detail: Option<String>,
+    /// Failed scrapes since the last success.
+    pub consecutive_failures: u64,
+    /// The Kubernetes version the instance reports.
+    pub kubernetes_version: Option<String>,
+}
+
+/// One cutover's verdict as shown to people and tools.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CutoverStatus {
+    /// The cutover's name.
+    pub name: String,
+    /// Its window, in seconds.
+    pub window_seconds: u64,
+    /// The state.
+    pub state: State,
+    /// Why.
+    pub reason: Reason,
+    /// When the current state began.
+    pub since: Timestamp,
+    /// Last time a quiet counter was seen increasing.
+    pub last_use: Option<Timestamp>,
+    /// Increase of the quiet counters inside the window.
+    pub increase: u64,
+    /// Increase of the evidence counter inside the window.
+    pub evidence_increase: Option<u64>,
+    /// Observed share of the window (least-observed instance).
+    pub coverage_ratio: f64,
+    /// Seconds until ready if nothing changes; `None` when it cannot turn
+    /// ready without a change.
+    pub ready_in_seconds: Option<u64>,
+    /// `ready` → `in_use` transitions so far.
+    pub regressions: u64,
+}
+
+impl CutoverStatus {
+    /// The status of a verdict for its spec.
+    pub fn new(spec: &CutoverSpec, verdict: &Verdict) -> CutoverStatus {
+        let a = &verdict.assessment;
+        CutoverStatus {
+            name: spec.name.clone(),
+            window_seconds: spec.window.as_secs(),
+            state: a.state,
+            reason: a.reason,
+            since: verdict.since,
+            last_use: a.last_use,
+            increase: a.increase,
+            evidence_increase: a.evidence_increase,
+            coverage_ratio: a.coverage,
+            ready_in_seconds: a.ready_in.map(|d| d.as_secs()),
+            regressions: verdict.regressions,
+        }
+    }
+
+    /// The window as a duration.
+    pub fn window(&self) -> Duration {
+        Duration::from_secs(self.window_seconds)
+    }
+}
+
+/// Everything the daemon knows, at one evaluation.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// The auditor's version.
+    pub version: String,
+    /// When verdicts were last evaluated; `None` before the first evaluation.
+    pub evaluated_at: Option<Timestamp>,
+    /// Per cutover.
+    pub cutovers: Vec<CutoverStatus>,
+    /// Per apiserver target.
+    pub targets: Vec<TargetHealth>,
+}
