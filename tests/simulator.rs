@@ -476,3 +476,70 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+#[tokio::test]
+async fn extractor_reads_the_ground_truth_for_every_version() {
+    use cutover_auditor::exposition::{PageDecoder, Watch};
+    use cutover_auditor::families::TokenKind;
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/versions.toml"),
+    )
+    .expect("versions.toml");
+    let f = start(&text).await;
+    f.advance(Duration::from_secs(900)).await;
+    let token = f.token();
+    for i in 0..f.sim.instance_addresses().len() {
+        // Streamed in chunks as the daemon will: gzip, then plain.
+        for gzip in [true, false] {
+            let mut req = f.client(i).get(f.url(i, "/metrics")).bearer_auth(&token);
+            if gzip {
+                req = req.header("Accept-Encoding", "gzip");
+            }
+            let mut res = req.send().await.expect("request");
+            assert_eq!(res.status(), StatusCode::OK);
+            let mut decoder = PageDecoder::new(Watch::default_families());
+            while let Some(chunk) = res.chunk().await.expect("chunk") {
+                decoder.feed(&chunk).expect("well-formed page");
+            }
+            let page = decoder.finish().expect("page");
+            let world = f.sim.world();
+            let view = world.view(i).expect("view");
+            let version = view.version;
+            for kind in TokenKind::ALL {
+                let truth = view
+                    .counters
+                    .iter()
+                    .find(|(k, _)| *k == kind)
+                    .map(|(_, v)| *v as f64);
+                let expected = truth.map(|_| {
+                    world.increments(i, kind, Timestamp(ORIGIN.0 - 1), world.now()) as f64
+                });
+                assert_eq!(truth, expected, "v{version} {kind}: page vs ground truth");
+                assert_eq!(
+                    page.family_sum(kind.family()),
+                    expected,
+                    "v{version} {kind}"
+                );
+            }
+            let absent = page.absent();
+            assert_eq!(
+                absent.len(),
+                if version.minor >= 29 { 0 } else { 3 },
+                "v{version}: {absent:?}"
+            );
+            assert!(
+                page.family_sum(TokenKind::Valid.family())
+                    .is_some_and(|v| v > 0.0)
+            );
+            assert_eq!(
+                page.process_start_time(),
+                Some(view.start_time.as_secs_f64())
+            );
+            assert_eq!(
+                page.kubernetes_version(),
+                Some(version.git_version().as_str())
+            );
+        }
+    }
+    f.sim.shutdown().await;
+}
