@@ -543,3 +543,33 @@ async fn extractor_reads_the_ground_truth_for_every_version() {
     }
     f.sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn simulate_from_file_runs_for_the_scenario_duration() {
+    let dir = TempDir::new();
+    let path = dir.0.join("short.toml");
+    std::fs::write(
+        &path,
+        "speed = 100.0\nduration = \"20s\"\n[[instances]]\nversion = \"1.35.0\"\n",
+    )
+    .expect("write scenario");
+    let started = Instant::now();
+    let run = cutover_auditor::simulator::simulate_from_file(
+        &path,
+        Some(dir.0.join("out")),
+        std::future::pending(),
+    );
+    tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .expect("ends after 20 simulated seconds")
+        .expect("runs");
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    assert!(dir.0.join("out/ca.crt").exists());
+    let missing = cutover_auditor::simulator::simulate_from_file(
+        &dir.0.join("missing.toml"),
+        None,
+        std::future::ready(()),
+    )
+    .await;
+    assert!(missing.is_err_and(|e| e.to_string().contains("missing.toml")));
+}
