@@ -12,6 +12,7 @@
 //! - [`window`]: interval arithmetic for windows and coverage.
 //! - [`ledger`]: per instance and series, exact increments, resets, holes.
 //! - [`verdict`]: per cutover, the state, its reason and its numbers.
+//! - [`endpointslice`]: the EndpointSlice JSON shape used for discovery.
 //! - [`inspect`]: what `cutover-auditor inspect` prints for one page.
 //!
 //! The shell around it:
@@ -20,15 +21,22 @@
 //! - [`state`]: the state file, written atomically, moved aside when corrupt.
 //! - [`status`]: the daemon's status as data, behind every surface.
 //! - [`metrics`]: every exported metric, registered in one place.
+//! - [`clock`]: real or accelerated time, shared by the simulator and the
+//!   daemon so `demo` runs both on one clock.
+//! - [`simulator`]: simulated kube-apiservers (TLS, tokens, pages, discovery,
+//!   scripted clients, ground truth) for `simulate`, `demo` and the tests.
 //!
 //! See `ARCHITECTURE.md` for the codemap and the invariants.
 
+pub mod clock;
 pub mod config;
+pub mod endpointslice;
 pub mod exposition;
 pub mod families;
 pub mod inspect;
 pub mod ledger;
 pub mod metrics;
+pub mod simulator;
 pub mod state;
 pub mod status;
 pub mod time;

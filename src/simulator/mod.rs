@@ -1,0 +1,348 @@
+//! Simulated kube-apiservers that behave, as far as the auditor can observe,
+//! like real ones: TLS from a cluster CA, bearer tokens from files (with
+//! rotation and grace), realistic `/metrics` pages per emulated version,
+//! `DELETE /metrics`, EndpointSlice discovery, and scripted token clients
+//! whose counters move per token-cache miss.
+//!
+//! - [`scenario`]: the scenario file format (TOML).
+//! - [`world`]: the pure world (counters, caches, clients, ground truth).
+//! - [`page`]: the `/metrics` page renderer.
+//! - [`tls`]: the CA and server certificates.
+//! - `server`: listeners and the request handler.
+//!
+//! [`Simulation::start`] runs a scenario on a [`Clock`]; `demo` shares that
+//! clock with the daemon, tests use a manual one.
+
+pub mod page;
+pub mod scenario;
+mod server;
+pub mod tls;
+pub mod world;
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::families::TokenKind;
+use crate::time::Timestamp;
+
+pub use scenario::{Scenario, ScenarioError};
+pub use world::World;
+
+use server::{Auth, Shared};
+
+/// Where a simulation puts its files and binds its ports.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Directory for `ca.crt`, `token` and `forbidden-token` (created if missing).
+    pub dir: PathBuf,
+    /// Instance `i` listens on `first_ip + i` (all in 127.0.0.0/8).
+    pub first_ip: Ipv4Addr,
+}
+
+impl Options {
+    /// Files in `dir`, instances from 127.0.0.10 on.
+    pub fn in_dir(dir: impl Into<PathBuf>) -> Options {
+        Options {
+            dir: dir.into(),
+            first_ip: Ipv4Addr::new(127, 0, 0, 10),
+        }
+    }
+}
+
+/// Why a simulation could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The scenario is invalid.
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
+    /// TLS material could not be made.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// A file could not be written.
+    #[error("cannot write {path}: {source}")]
+    File {
+        /// The path.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// A running simulation: its addresses and files, the world's ground truth,
+/// and shutdown.
+pub struct Simulation {
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    service: SocketAddr,
+    ca_path: PathBuf,
+    token_path: PathBuf,
+    forbidden_token_path: PathBuf,
+}
+
+impl Simulation {
+    /// Starts `scenario` on `clock`: generates the CA, writes the CA and
+    /// token files into `options.dir`, binds every instance (including those
+    /// added later, whose ports stay closed until they join) and the
+    /// `kubernetes` Service address. The scenario starts at `scenario.start`
+    /// if set, else at `clock.now()`; the clock should be at that time.
+    pub async fn start(
+        scenario: &Scenario,
+        clock: Clock,
+        options: Options,
+    ) -> Result<Simulation, SimError> {
+        let dir = &options.dir;
+        std::fs::create_dir_all(dir).map_err(|source| file_error(dir, source))?;
+        let ca = tls::ClusterCa::generate()?;
+        let ca_path = dir.join("ca.crt");
+        ca.write(&ca_path)
+            .map_err(|source| file_error(&ca_path, source))?;
+        let token_path = dir.join("token");
+        server::write_token(&token_path, &server::random_token())
+            .map_err(|source| file_error(&token_path, source))?;
+        let forbidden_token_path = dir.join("forbidden-token");
+        let forbidden = server::random_token();
+        server::write_token(&forbidden_token_path, &forbidden)
+            .map_err(|source| file_error(&forbidden_token_path, source))?;
+
+        let origin = scenario.start.unwrap_or_else(|| clock.now());
+        let world = World::new(scenario, origin);
+        let count = world.instance_count();
+        // Instances share one port on consecutive loopback addresses, so one
+        // EndpointSlice lists them all, as for a real control plane.
+        let mut listeners = Vec::with_capacity(count);
+        let mut addrs = Vec::with_capacity(count);
+        let mut port = 0;
+        for i in 0..count {
+            let ip = Ipv4Addr::from(u32::from(options.first_ip).wrapping_add(i as u32));
+            let wanted = SocketAddr::new(IpAddr::V4(ip), port);
+            let listener = match TcpListener::bind(wanted).await {
+                Ok(l) => l,
+                Err(_) if port != 0 => bind(SocketAddr::new(IpAddr::V4(ip), 0)).await?,
+                Err(source) => {
+                    return Err(SimError::Bind {
+                        addr: wanted.to_string(),
+                        source,
+                    });
+                }
+            };
+            let addr = listener.local_addr().map_err(|source| SimError::Bind {
+                addr: wanted.to_string(),
+                source,
+            })?;
+            if i == 0 {
+                port = addr.port();
+            }
+            addrs.push(addr);
+            listeners.push(listener);
+        }
+        let mut tls_configs = Vec::with_capacity(count);
+        for addr in &addrs {
+            tls_configs.push(ca.server_config(&[addr.ip()])?);
+        }
+        let service_listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let service = service_listener
+            .local_addr()
+            .map_err(|source| SimError::Bind {
+                addr: "127.0.0.1:0".to_string(),
+                source,
+            })?;
+        let service_tls = ca.server_config(&[service.ip()])?;
+        let bulk = (0..count)
+            .map(|i| Arc::new(page::Bulk::generate(scenario.page_kib, i as u64 + 1)))
+            .collect();
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            world: Mutex::new(world),
+            clock,
+            auth: Mutex::new(Auth {
+                token_path: token_path.clone(),
+                current: None,
+                previous: Vec::new(),
+                grace: scenario.token_grace,
+                forbidden,
+                rotations_seen: 0,
+            }),
+            bulk,
+            addrs: addrs.clone(),
+            tls: tls_configs,
+            vip_cursor: AtomicUsize::new(0),
+            shutdown: shutdown_rx,
+        });
+        drop(shared.world_now());
+        let mut tasks = Vec::new();
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let present = shared
+                .world_now()
+                .view(i)
+                .is_some_and(|v| v.presence == world::Presence::Up);
+            let listener = present.then_some(listener);
+            tasks.push(tokio::spawn(server::serve_instance(
+                shared.clone(),
+                i,
+                addrs[i],
+                listener,
+            )));
+        }
+        tasks.push(tokio::spawn(server::serve_service(
+            shared.clone(),
+            service_listener,
+            service_tls,
+        )));
+        Ok(Simulation {
+            shared,
+            shutdown,
+            tasks,
+            service,
+            ca_path,
+            token_path,
+            forbidden_token_path,
+        })
+    }
+
+    /// The address of every instance that ever exists, by instance index.
+    pub fn instance_addresses(&self) -> &[SocketAddr] {
+        &self.shared.addrs
+    }
+
+    /// The `kubernetes` Service address (like `KUBERNETES_SERVICE_HOST:PORT`):
+    /// serves discovery and `/version`; each connection lands on the next
+    /// present instance, so scraping `/metrics` through it mixes instances.
+    pub fn service_address(&self) -> SocketAddr {
+        self.service
+    }
+
+    /// The CA certificate (PEM) that verifies every instance.
+    pub fn ca_path(&self) -> &Path {
+        &self.ca_path
+    }
+
+    /// The token file the auditor reads; rotation events rewrite it.
+    pub fn token_path(&self) -> &Path {
+        &self.token_path
+    }
+
+    /// A token that authenticates but has no `/metrics` permission (403).
+    pub fn forbidden_token_path(&self) -> &Path {
+        &self.forbidden_token_path
+    }
+
+    /// The clock the simulation runs on.
+    pub fn clock(&self) -> &Clock {
+        &self.shared.clock
+    }
+
+    /// The world, advanced to the clock's now. Hold the guard briefly: the
+    /// servers wait for it.
+    pub fn world(&self) -> MutexGuard<'_, World> {
+        self.shared.world_now()
+    }
+
+    /// Ground truth: increments of `kind` on instance `i` in `(t0, t1]`.
+    pub fn increments(&self, i: usize, kind: TokenKind, t0: Timestamp, t1: Timestamp) -> u64 {
+        self.world().increments(i, kind, t0, t1)
+    }
+
+    /// Stops every listener and connection and waits for them (bounded).
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
+    }
+}
+
+/// Runs the scenario in `path` on an accelerated clock (its own speed)
+/// until `shutdown` completes or the scenario's `duration` has passed,
+/// printing where the apiservers listen and where the CA and token files are.
+/// Files go to `dir`, or to a fresh directory under the system temp dir.
+/// This is `cutover-auditor simulate --scenario FILE`.
+pub async fn simulate_from_file(
+    path: &Path,
+    dir: Option<PathBuf>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), SimError> {
+    let scenario = Scenario::load(path)?;
+    let real_now = Clock::real().now();
+    let origin = scenario.start.unwrap_or(real_now);
+    let clock = Clock::accelerated(origin, scenario.speed);
+    let dir = dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("cutover-auditor-simulate-{}", std::process::id()))
+    });
+    let sim = Simulation::start(&scenario, clock.clone(), Options::in_dir(&dir)).await?;
+    println!("{}", describe(&scenario, &sim));
+    match scenario.duration {
+        Some(d) => {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = clock.sleep(d) => {}
+            }
+        }
+        None => shutdown.await,
+    }
+    sim.shutdown().await;
+    Ok(())
+}
+
+/// A human summary of a running simulation: addresses and files (never tokens).
+pub fn describe(scenario: &Scenario, sim: &Simulation) -> String {
+    let mut out = format!(
+        "simulated apiservers: scenario {:?}, speed {}x, server name \"kubernetes\"\n  kubernetes service: https://{}\n",
+        scenario.name,
+        scenario.speed,
+        sim.service_address()
+    );
+    let world = sim.world();
+    for (i, addr) in sim.instance_addresses().iter().enumerate() {
+        if let Some(v) = world.view(i) {
+            let note = match v.presence {
+                world::Presence::Pending => " (joins later)",
+                _ => "",
+            };
+            out.push_str(&format!(
+                "  instance {i}: https://{addr} v{}{note}\n",
+                v.version
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "  CA file: {}\n  token file: {}\n  forbidden token file: {}",
+        sim.ca_path().display(),
+        sim.token_path().display(),
+        sim.forbidden_token_path().display()
+    ));
+    out
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, SimError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| SimError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+fn file_error(path: &Path, source: std::io::Error) -> SimError {
+    SimError::File {
+        path: path.display().to_string(),
+        source,
+    }
+}
