@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::exposition::Page;
 use crate::time::Timestamp;
 use crate::window::{self, Interval};
 
@@ -68,6 +69,52 @@ pub struct Observation {
     pub start_time: Option<Timestamp>,
     /// Counter values by series. A family missing here is *absent* (unknown).
     pub values: BTreeMap<SeriesKey, u64>,
+}
+
+impl Observation {
+    /// The observation of a scraped page: the series of the `counters`
+    /// families present on it, and the process start time from the page's
+    /// gauge, else from the `Process-Start-Time-Unix` header.
+    pub fn from_page(
+        page: &Page,
+        counters: &[&str],
+        header_start_time: Option<Timestamp>,
+    ) -> Result<Observation, ObservationError> {
+        let mut values = BTreeMap::new();
+        for &family in counters {
+            for sample in page.series(family) {
+                let v = sample.value;
+                // Counters are whole numbers; f64 holds them exactly up to 2^53.
+                if !(v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v < 9.0e15) {
+                    return Err(ObservationError::NotACounter {
+                        family: family.to_owned(),
+                        value: v,
+                    });
+                }
+                values.insert(SeriesKey::with_labels(family, &sample.labels), v as u64);
+            }
+        }
+        let start_time = page
+            .process_start_time()
+            .and_then(Timestamp::from_secs_f64)
+            .or(header_start_time);
+        Ok(Observation { start_time, values })
+    }
+}
+
+/// Why a page could not become an observation.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ObservationError {
+    /// A counter's value is not a non-negative whole number.
+    #[error(
+        "{family} has value {value}, which is not a counter value (a non-negative whole number)"
+    )]
+    NotACounter {
+        /// The family.
+        family: String,
+        /// The value found.
+        value: f64,
+    },
 }
 
 /// Increments of one series over one interval.
@@ -692,6 +739,45 @@ mod tests {
         l.prune(t(40 + 9 * 86_400));
         assert!(l.instance("a").is_none());
         assert_eq!(l.family_total(LEGACY), 5, "retired totals are kept");
+    }
+
+    #[test]
+    fn observation_from_page_takes_counters_and_the_start_time() {
+        use crate::exposition::{Extractor, Watch};
+        let page = |text: &str| {
+            let mut x = Extractor::new(Watch::default_families());
+            x.feed(text.as_bytes()).unwrap();
+            x.finish().unwrap()
+        };
+        let counters = [LEGACY, crate::families::RESET_SENTINEL];
+        let p = page(
+            "serviceaccount_legacy_tokens_total 3\nprocess_start_time_seconds 1.5e+09\n\
+             authentication_token_cache_request_total{status=\"hit\"} 9\n",
+        );
+        let o = Observation::from_page(&p, &counters, Some(t(7))).unwrap();
+        assert_eq!(
+            o.start_time,
+            Some(t(1_500_000_000)),
+            "the page's gauge wins"
+        );
+        assert_eq!(o.values.len(), 2);
+        assert_eq!(o.values[&SeriesKey::family(LEGACY)], 3);
+        let o = Observation::from_page(
+            &page("serviceaccount_legacy_tokens_total 0\n"),
+            &counters,
+            Some(t(7)),
+        )
+        .unwrap();
+        assert_eq!(o.start_time, Some(t(7)), "else the header");
+        for bad in ["NaN", "-1", "2.5", "+Inf"] {
+            let p = page(&format!("serviceaccount_legacy_tokens_total {bad}\n"));
+            let err = Observation::from_page(&p, &counters, None).unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with("serviceaccount_legacy_tokens_total has value"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

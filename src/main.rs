@@ -3,11 +3,13 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use cutover_auditor::exposition::{ReadPageError, Watch, extract_from_reader};
 use cutover_auditor::inspect::{self, Format};
+use cutover_auditor::simulator;
 
 const USAGE: &str = "\
 Usage: cutover-auditor <COMMAND>
@@ -18,6 +20,12 @@ Commands:
       Kubernetes version of one kube-apiserver /metrics page (plain or gzip)
       read from FILE or stdin. Exit 65 on a malformed watched line, 66 on
       unreadable input.
+
+  simulate --scenario FILE [--dir DIR]
+      Run only the simulated kube-apiservers of a scenario (TLS, tokens,
+      discovery, scripted clients) until Ctrl-C or the scenario's duration.
+      The CA and token files are written to DIR (default: a temp directory).
+      Scenario format: docs/scenarios.md.
 
 Options:
   -h, --help     Print this help
@@ -78,6 +86,7 @@ fn run() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Value(cmd) if cmd == "inspect" => cmd_inspect(parser),
+        Value(cmd) if cmd == "simulate" => cmd_simulate(parser),
         Value(cmd) => Err(usage(format!(
             "unknown command {:?}",
             cmd.to_string_lossy()
@@ -119,4 +128,43 @@ fn cmd_inspect(mut parser: lexopt::Parser) -> anyhow::Result<ExitCode> {
         .and_then(|()| out.flush())
         .map_err(|err| anyhow::anyhow!("writing the report: {err}"))?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_simulate(mut parser: lexopt::Parser) -> anyhow::Result<ExitCode> {
+    use lexopt::prelude::*;
+    let mut scenario: Option<PathBuf> = None;
+    let mut dir: Option<PathBuf> = None;
+    while let Some(arg) = parser.next().map_err(usage)? {
+        match arg {
+            Long("scenario") => scenario = Some(parser.value().map_err(usage)?.into()),
+            Long("dir") => dir = Some(parser.value().map_err(usage)?.into()),
+            Short('h') | Long("help") => {
+                print!("{USAGE}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            other => return Err(usage(other.unexpected())),
+        }
+    }
+    let scenario = scenario.ok_or_else(|| usage("simulate needs --scenario FILE"))?;
+    runtime()?.block_on(async {
+        let ctrl_c = async {
+            // Without a signal handler Ctrl-C would kill the process before
+            // the listeners close; if it cannot be installed, run until the
+            // scenario ends.
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        simulator::simulate_from_file(&scenario, dir, ctrl_c)
+            .await
+            .with_context(|| format!("simulating {}", scenario.display()))
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }

@@ -53,7 +53,7 @@ pub enum Loaded {
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// Writing failed.
-    #[error("cannot write state file {path}: {source}")]
+    #[error("cannot write state file {path}")]
     Write {
         /// The file.
         path: PathBuf,
@@ -61,7 +61,7 @@ pub enum StateError {
         source: io::Error,
     },
     /// A corrupt file could not even be moved aside.
-    #[error("state file {path} is unusable ({reason}) and could not be moved aside: {source}")]
+    #[error("state file {path} is unusable ({reason}) and could not be moved aside")]
     MoveAside {
         /// The file.
         path: PathBuf,

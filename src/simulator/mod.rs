@@ -68,7 +68,7 @@ pub enum SimError {
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     /// A file could not be written.
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     File {
         /// The path.
         path: String,
@@ -76,7 +76,7 @@ pub enum SimError {
         source: std::io::Error,
     },
     /// A port could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: String,
