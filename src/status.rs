@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::families::TokenKind;
 use crate::time::Timestamp;
 use crate::verdict::{CutoverSpec, Reason, State, Verdict};
 
@@ -118,6 +119,8 @@ pub struct CutoverStatus {
     pub ready_in_seconds: Option<u64>,
     /// `ready` → `in_use` transitions so far.
     pub regressions: u64,
+    /// When the latest regression happened.
+    pub last_regression: Option<Timestamp>,
 }
 
 impl CutoverStatus {
@@ -136,6 +139,7 @@ impl CutoverStatus {
             coverage_ratio: a.coverage,
             ready_in_seconds: a.ready_in.map(|d| d.as_secs()),
             regressions: verdict.regressions,
+            last_regression: verdict.last_regression,
         }
     }
 
@@ -156,4 +160,27 @@ pub struct Status {
     pub cutovers: Vec<CutoverStatus>,
     /// Per apiserver target.
     pub targets: Vec<TargetHealth>,
+    /// Token uses per kind, summed over instances.
+    pub kinds: Vec<KindUses>,
+}
+
+/// Token uses of one kind, summed over instances.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindUses {
+    /// The token kind.
+    pub kind: TokenKind,
+    /// Stitched total since observation began.
+    pub total: u64,
+    /// Increase over the standard windows, as (`5m`, count) pairs.
+    pub increases: Vec<(String, u64)>,
+}
+
+impl KindUses {
+    /// The increase over the named standard window (`5m`, `1h`, `24h`, `7d`).
+    pub fn increase(&self, window: &str) -> Option<u64> {
+        self.increases
+            .iter()
+            .find(|(w, _)| w == window)
+            .map(|(_, n)| *n)
+    }
 }

@@ -320,6 +320,8 @@ pub struct Verdict {
     pub since: Timestamp,
     /// `ready` → `in_use` transitions so far.
     pub regressions: u64,
+    /// When the latest regression happened.
+    pub last_regression: Option<Timestamp>,
 }
 
 /// A change of state, for logs and alerts.
@@ -342,6 +344,8 @@ pub struct Transition {
 pub struct Tracker {
     current: Option<(State, Timestamp)>,
     regressions: u64,
+    #[serde(default)]
+    last_regression: Option<Timestamp>,
     /// Set when `ready` was reached and no use has been seen since; a use
     /// then is a regression even if a `blind` spell came in between.
     ready_since_last_use: bool,
@@ -363,6 +367,7 @@ impl Tracker {
                 if self.ready_since_last_use && previous != Some(State::InUse) {
                     regression = true;
                     self.regressions += 1;
+                    self.last_regression = Some(now);
                 }
                 self.ready_since_last_use = false;
             }
@@ -387,6 +392,7 @@ impl Tracker {
             cutover: cutover.to_owned(),
             since: self.current.map_or(now, |(_, since)| since),
             regressions: self.regressions,
+            last_regression: self.last_regression,
             assessment,
         }
     }
