@@ -289,4 +289,92 @@ mod tests {
         check(None, Some(&a), 1, true);
         check(None, None, 1, false);
     }
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new(name: &str) -> Dir {
+            let dir = std::env::temp_dir()
+                .join(format!("cutover-credentials-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            Dir(dir)
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Rewrites a file in place (same inode) and puts its mtime back, so
+    /// only the content changed: the cache cannot see it without a read.
+    fn overwrite_unseen(path: &Path, content: &str) {
+        let before = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .expect("mtime");
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(path)
+            .expect("open");
+        std::io::Write::write_all(&mut &f, content.as_bytes()).expect("write");
+        f.set_modified(before).expect("set mtime");
+    }
+
+    #[test]
+    fn rereads_on_change_and_after_the_period() {
+        let dir = Dir::new("reread");
+        let path = dir.0.join("token");
+        std::fs::write(&path, "first-token\n").expect("write");
+        let file = TokenFile::with_period(path.clone(), Duration::from_millis(300));
+        assert_eq!(file.token().expect("token").expose(), "first-token");
+        // A rotation as kubelet does it (new file renamed over): seen at once.
+        std::fs::write(dir.0.join("tmp"), "second-token").expect("write");
+        std::fs::rename(dir.0.join("tmp"), &path).expect("rename");
+        assert_eq!(file.token().expect("token").expose(), "second-token");
+        // A change the metadata does not show: seen after the period only.
+        overwrite_unseen(&path, "third--token");
+        assert_eq!(file.token().expect("token").expose(), "second-token");
+        assert_eq!(file.reload().expect("token").expose(), "third--token");
+        overwrite_unseen(&path, "forth--token");
+        std::thread::sleep(Duration::from_millis(350));
+        assert_eq!(file.token().expect("token").expose(), "forth--token");
+    }
+
+    #[test]
+    fn errors_name_the_path_and_never_the_token() {
+        let dir = Dir::new("errors");
+        let check = |content: Option<&[u8]>, want: &str| {
+            let path = dir.0.join("token");
+            let _ = std::fs::remove_file(&path);
+            if let Some(c) = content {
+                std::fs::write(&path, c).expect("write");
+            }
+            let err = TokenFile::new(path.clone()).token().expect_err("must fail");
+            let text = format!("{err} {err:?}");
+            assert!(text.contains(&path.display().to_string()), "{text}");
+            assert!(text.contains(want), "{text}");
+            assert!(!text.contains("s3cr3t"), "{text}");
+        };
+        check(None, "cannot read token file");
+        check(Some(b" \n\t\n"), "is empty");
+        check(Some(b"s3cr3t\ns3cr3t"), "cannot be sent");
+        check(Some(b"s3cr3t\xff"), "cannot be sent");
+    }
+
+    #[test]
+    fn a_vanished_file_keeps_the_last_good_token_until_forced() {
+        let dir = Dir::new("vanished");
+        let path = dir.0.join("token");
+        std::fs::write(&path, "good").expect("write");
+        let file = TokenFile::new(path.clone());
+        assert_eq!(file.token().expect("token").expose(), "good");
+        std::fs::remove_file(&path).expect("remove");
+        assert_eq!(file.token().expect("kept").expose(), "good");
+        assert!(matches!(file.reload(), Err(CredentialError::Read { .. })));
+        assert_eq!(file.path(), path.as_path());
+    }
 }
