@@ -100,7 +100,12 @@ impl ScrapeError {
 impl Scraper {
     /// A scraper for `target`: reads the CA file once and builds a client
     /// that trusts only it. `timeout` bounds a whole scrape (connect, TLS,
-    /// headers, body; a retry after 401 included) in real time.
+    /// headers, body; a retry after 401 included) in real time;
+    /// `max_body_bytes` bounds both the wire bytes and the decoded page.
+    ///
+    /// Fails with `tls` when the CA file is unreadable or holds no
+    /// certificate or the server name is empty, and with `http_other` when
+    /// the path does not start with `/`.
     pub fn new(
         target: Target,
         timeout: Duration,

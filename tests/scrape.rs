@@ -279,7 +279,7 @@ async fn every_failure_has_its_reason_and_no_token() {
     let took = started.elapsed();
     errors.push(check_error("hang", r, ScrapeErrorKind::Timeout, "400ms"));
     assert!(
-        took >= hang_timeout && took < hang_timeout + Duration::from_millis(500),
+        took >= hang_timeout && took < hang_timeout + Duration::from_millis(750),
         "hang ended after {took:?}"
     );
 
@@ -295,11 +295,14 @@ async fn every_failure_has_its_reason_and_no_token() {
         ScrapeErrorKind::BodyTooLarge,
         "1000",
     ));
-    assert!(started.elapsed() < Duration::from_secs(2), "stopped early");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "stopped before the whole body came"
+    );
 
     // A slow body within the timeout is fine; past it, it is a timeout.
-    let r = scrape(f.target(3), Duration::from_millis(600), LIMIT).await;
-    errors.push(check_error("slow", r, ScrapeErrorKind::Timeout, "600ms"));
+    let r = scrape(f.target(3), Duration::from_millis(500), LIMIT).await;
+    errors.push(check_error("slow", r, ScrapeErrorKind::Timeout, "500ms"));
     let slow = scrape(f.target(3), TIMEOUT, LIMIT)
         .await
         .expect("slow scrape");
