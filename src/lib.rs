@@ -21,6 +21,9 @@
 //! - [`state`]: the state file, written atomically, moved aside when corrupt.
 //! - [`status`]: the daemon's status as data, behind every surface.
 //! - [`metrics`]: every exported metric, registered in one place.
+//! - [`credentials`]: the bearer token file, re-read as the kubelet rotates it.
+//! - [`discovery`]: apiserver addresses from the `kubernetes` EndpointSlices.
+//! - [`scrape`]: one HTTPS scrape of one instance, streamed into the extractor.
 //! - [`clock`]: real or accelerated time, shared by the simulator and the
 //!   daemon so `demo` runs both on one clock.
 //! - [`simulator`]: simulated kube-apiservers (TLS, tokens, pages, discovery,
@@ -30,12 +33,15 @@
 
 pub mod clock;
 pub mod config;
+pub mod credentials;
+pub mod discovery;
 pub mod endpointslice;
 pub mod exposition;
 pub mod families;
 pub mod inspect;
 pub mod ledger;
 pub mod metrics;
+pub mod scrape;
 pub mod simulator;
 pub mod state;
 pub mod status;

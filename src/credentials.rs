@@ -1,0 +1,380 @@
+//! Bearer tokens read from a file, re-read as the kubelet rotates them.
+//!
+//! A projected ServiceAccount token lives about an hour and the kubelet
+//! replaces the file long before it expires. client-go re-reads the file
+//! every minute; an auditor that read it once would itself become a
+//! stale-token client and inflate `serviceaccount_stale_tokens_total`, the
+//! very counter it audits. [`TokenFile`] re-reads the file when its identity
+//! (size, modification time, inode) changes and at least every
+//! [`REREAD_PERIOD`], and keeps the token out of every `Debug`, `Display` and
+//! error text.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+/// The longest a token is used without reading the file again (client-go's
+/// `NewCachedFileTokenSource` period).
+pub const REREAD_PERIOD: Duration = Duration::from_secs(60);
+
+/// A credential that never prints itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a credential.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The credential itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Why no token could be had. Every variant names the file, none carries
+/// the token.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    /// The file could not be read (missing, unreadable).
+    #[error("cannot read token file {path}: {source}")]
+    Read {
+        /// The token file.
+        path: String,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The file holds only whitespace.
+    #[error("token file {path} is empty")]
+    Empty {
+        /// The token file.
+        path: String,
+    },
+    /// The token has bytes an HTTP header cannot carry (binary junk, a
+    /// newline inside it), so it cannot be a bearer token.
+    #[error("token file {path} holds characters that cannot be sent in an HTTP header")]
+    Invalid {
+        /// The token file.
+        path: String,
+    },
+}
+
+/// A token file, shared by every scraper and discovery (`Arc<TokenFile>`).
+#[derive(Debug)]
+pub struct TokenFile {
+    path: PathBuf,
+    period: Duration,
+    cache: Mutex<Option<Cached>>,
+}
+
+impl TokenFile {
+    /// A token file re-read at least every [`REREAD_PERIOD`]. Nothing is
+    /// read until the first [`TokenFile::token`].
+    pub fn new(path: PathBuf) -> TokenFile {
+        TokenFile::with_period(path, REREAD_PERIOD)
+    }
+
+    /// A token file re-read at least every `period` (tests shorten it).
+    pub fn with_period(path: PathBuf, period: Duration) -> TokenFile {
+        TokenFile {
+            path,
+            period,
+            cache: Mutex::new(None),
+        }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The current token: the cached one while the file looks unchanged and
+    /// is younger than the period, else the file's content, trimmed.
+    ///
+    /// When a re-read fails after an earlier success, the last good token is
+    /// kept (as client-go does): a kubelet mid-swap or a transient error must
+    /// not stop scraping while the old token is still accepted. The error
+    /// shows up once the token itself is rejected.
+    pub fn token(&self) -> Result<Secret, CredentialError> {
+        self.get(false)
+    }
+
+    /// Reads the file now, whatever the cache says: after a 401 the token
+    /// may have been rotated since the last look.
+    pub fn reload(&self) -> Result<Secret, CredentialError> {
+        self.get(true)
+    }
+
+    fn get(&self, force: bool) -> Result<Secret, CredentialError> {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        // One `stat` per call: a syscall on a tiny local file, cheap enough to
+        // run on the async runtime without a blocking-pool hop.
+        let stamp = std::fs::metadata(&self.path).ok().map(|m| Stamp::of(&m));
+        let now = Instant::now();
+        if !force
+            && let Some(cached) = cache.as_ref()
+            && !needs_reread(
+                cached.stamp.as_ref(),
+                cached.read_at,
+                stamp.as_ref(),
+                now,
+                self.period,
+            )
+        {
+            return Ok(cached.token.clone());
+        }
+        match self.read() {
+            Ok(token) => {
+                *cache = Some(Cached {
+                    token: token.clone(),
+                    stamp,
+                    read_at: now,
+                });
+                Ok(token)
+            }
+            Err(err) => match cache.as_mut() {
+                Some(cached) if !force => {
+                    // Try again when the file changes or a period from now,
+                    // not on every call.
+                    cached.stamp = stamp;
+                    cached.read_at = now;
+                    Ok(cached.token.clone())
+                }
+                _ => Err(err),
+            },
+        }
+    }
+
+    fn read(&self) -> Result<Secret, CredentialError> {
+        let path = || self.path.display().to_string();
+        let bytes = std::fs::read(&self.path).map_err(|source| CredentialError::Read {
+            path: path(),
+            source,
+        })?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| CredentialError::Invalid { path: path() })?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(CredentialError::Empty { path: path() });
+        }
+        // Visible ASCII only: anything else would fail (or be mangled) as a
+        // header value, with an error that might echo the bytes.
+        if !token.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+            return Err(CredentialError::Invalid { path: path() });
+        }
+        Ok(Secret::new(token))
+    }
+}
+
+/// Whether a cached token must be read again: the file changed identity
+/// (or vanished, or appeared), or the last read is `period` old.
+pub fn needs_reread(
+    cached: Option<&Stamp>,
+    read_at: Instant,
+    current: Option<&Stamp>,
+    now: Instant,
+    period: Duration,
+) -> bool {
+    cached != current || now.saturating_duration_since(read_at) >= period
+}
+
+/// What identifies one version of the token file without reading it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    /// Size in bytes.
+    pub len: u64,
+    /// Modification time, when the platform has one.
+    pub modified: Option<SystemTime>,
+    /// Inode number: kubelet swaps a symlink to a new file, so a rotation
+    /// always shows as a new inode even within one mtime tick.
+    pub inode: u64,
+}
+
+impl Stamp {
+    /// The stamp of a file's metadata.
+    pub fn of(meta: &std::fs::Metadata) -> Stamp {
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(meta);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Stamp {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            inode,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Cached {
+    token: Secret,
+    stamp: Option<Stamp>,
+    read_at: Instant,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s} {s:?}"), "<redacted> <redacted>");
+        assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn reread_decision() {
+        let t0 = Instant::now();
+        let a = Stamp {
+            len: 10,
+            modified: Some(SystemTime::UNIX_EPOCH),
+            inode: 7,
+        };
+        let check = |cached: Option<&Stamp>, current: Option<&Stamp>, after: u64, want: bool| {
+            let now = t0 + Duration::from_secs(after);
+            assert_eq!(
+                needs_reread(cached, t0, current, now, REREAD_PERIOD),
+                want,
+                "{cached:?} -> {current:?} after {after}s"
+            );
+        };
+        check(Some(&a), Some(&a), 0, false);
+        check(Some(&a), Some(&a), 59, false);
+        check(Some(&a), Some(&a), 60, true);
+        check(
+            Some(&a),
+            Some(&Stamp {
+                len: 11,
+                ..a.clone()
+            }),
+            1,
+            true,
+        );
+        check(
+            Some(&a),
+            Some(&Stamp {
+                inode: 8,
+                ..a.clone()
+            }),
+            1,
+            true,
+        );
+        let later = Some(SystemTime::UNIX_EPOCH + Duration::from_nanos(1));
+        check(
+            Some(&a),
+            Some(&Stamp {
+                modified: later,
+                ..a.clone()
+            }),
+            1,
+            true,
+        );
+        check(Some(&a), None, 1, true);
+        check(None, Some(&a), 1, true);
+        check(None, None, 1, false);
+    }
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new(name: &str) -> Dir {
+            let dir = std::env::temp_dir()
+                .join(format!("cutover-credentials-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            Dir(dir)
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Rewrites a file in place (same inode) and puts its mtime back, so
+    /// only the content changed: the cache cannot see it without a read.
+    fn overwrite_unseen(path: &Path, content: &str) {
+        let before = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .expect("mtime");
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(path)
+            .expect("open");
+        std::io::Write::write_all(&mut &f, content.as_bytes()).expect("write");
+        f.set_modified(before).expect("set mtime");
+    }
+
+    #[test]
+    fn rereads_on_change_and_after_the_period() {
+        let dir = Dir::new("reread");
+        let path = dir.0.join("token");
+        std::fs::write(&path, "first-token\n").expect("write");
+        let file = TokenFile::with_period(path.clone(), Duration::from_millis(300));
+        assert_eq!(file.token().expect("token").expose(), "first-token");
+        // A rotation as kubelet does it (new file renamed over): seen at once.
+        std::fs::write(dir.0.join("tmp"), "second-token").expect("write");
+        std::fs::rename(dir.0.join("tmp"), &path).expect("rename");
+        assert_eq!(file.token().expect("token").expose(), "second-token");
+        // A change the metadata does not show: seen after the period only.
+        overwrite_unseen(&path, "third--token");
+        assert_eq!(file.token().expect("token").expose(), "second-token");
+        assert_eq!(file.reload().expect("token").expose(), "third--token");
+        overwrite_unseen(&path, "forth--token");
+        std::thread::sleep(Duration::from_millis(350));
+        assert_eq!(file.token().expect("token").expose(), "forth--token");
+    }
+
+    #[test]
+    fn errors_name_the_path_and_never_the_token() {
+        let dir = Dir::new("errors");
+        let check = |content: Option<&[u8]>, want: &str| {
+            let path = dir.0.join("token");
+            let _ = std::fs::remove_file(&path);
+            if let Some(c) = content {
+                std::fs::write(&path, c).expect("write");
+            }
+            let err = TokenFile::new(path.clone()).token().expect_err("must fail");
+            let text = format!("{err} {err:?}");
+            assert!(text.contains(&path.display().to_string()), "{text}");
+            assert!(text.contains(want), "{text}");
+            assert!(!text.contains("s3cr3t"), "{text}");
+        };
+        check(None, "cannot read token file");
+        check(Some(b" \n\t\n"), "is empty");
+        check(Some(b"s3cr3t\ns3cr3t"), "cannot be sent");
+        check(Some(b"s3cr3t\xff"), "cannot be sent");
+    }
+
+    #[test]
+    fn a_vanished_file_keeps_the_last_good_token_until_forced() {
+        let dir = Dir::new("vanished");
+        let path = dir.0.join("token");
+        std::fs::write(&path, "good").expect("write");
+        let file = TokenFile::new(path.clone());
+        assert_eq!(file.token().expect("token").expose(), "good");
+        std::fs::remove_file(&path).expect("remove");
+        assert_eq!(file.token().expect("kept").expose(), "good");
+        assert!(matches!(file.reload(), Err(CredentialError::Read { .. })));
+        assert_eq!(file.path(), path.as_path());
+    }
+}

@@ -1,0 +1,220 @@
+//! Discovery against the simulated `kubernetes` Service over real HTTPS on
+//! loopback: the listed addresses are exactly the simulator's present
+//! instances as they come and go, and failures name what failed.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cutover_auditor::clock::Clock;
+use cutover_auditor::credentials::TokenFile;
+use cutover_auditor::discovery::{Discovery, DiscoveryError};
+use cutover_auditor::simulator::scenario::Scenario;
+use cutover_auditor::simulator::tls::ClusterCa;
+use cutover_auditor::simulator::{Options, Simulation};
+use cutover_auditor::time::Timestamp;
+
+const ORIGIN: Timestamp = Timestamp::from_secs(1_780_000_000);
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+const CHURN: &str = r#"
+    [[instances]]
+    version = "1.35.0"
+    count = 2
+    [[events]]
+    at = "1m"
+    action = "add_instance"
+    version = "1.33.1"
+    [[events]]
+    at = "2m"
+    action = "remove_instance"
+    instance = 0
+"#;
+
+struct Fixture {
+    sim: Simulation,
+    clock: Clock,
+    dir: TempDir,
+}
+
+impl Fixture {
+    async fn start(scenario: &str) -> Fixture {
+        let scenario = Scenario::parse(scenario).expect("valid scenario");
+        let clock = Clock::manual(ORIGIN);
+        let dir = TempDir::new();
+        let sim = Simulation::start(&scenario, clock.clone(), Options::in_dir(dir.0.join("sim")))
+            .await
+            .expect("simulation starts");
+        Fixture { sim, clock, dir }
+    }
+
+    fn api_server(&self) -> String {
+        format!("https://{}", self.sim.service_address())
+    }
+
+    fn discovery(&self, token: PathBuf, ca: PathBuf) -> Discovery {
+        Discovery::new(
+            &self.api_server(),
+            "kubernetes",
+            &ca,
+            Arc::new(TokenFile::new(token)),
+            TIMEOUT,
+        )
+        .expect("discovery")
+    }
+
+    fn good(&self) -> Discovery {
+        self.discovery(
+            self.sim.token_path().to_path_buf(),
+            self.sim.ca_path().to_path_buf(),
+        )
+    }
+
+    fn file(&self, name: &str, content: &str) -> PathBuf {
+        let path = self.dir.0.join(name);
+        std::fs::write(&path, content).expect("write");
+        path
+    }
+
+    async fn advance(&self, d: Duration) {
+        self.clock.advance(d);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+    }
+}
+
+#[tokio::test]
+async fn discovery_follows_instances_as_they_come_and_go() {
+    let f = Fixture::start(CHURN).await;
+    let discovery = f.good();
+    let all: Vec<SocketAddr> = f.sim.instance_addresses().to_vec();
+    assert_eq!(all.len(), 3);
+    let check = async |want: &[SocketAddr]| {
+        let got = discovery.endpoints().await.expect("endpoints");
+        assert_eq!(got, want);
+        assert!(!got.contains(&f.sim.service_address()), "never the VIP");
+    };
+    check(&all[..2]).await;
+    f.advance(Duration::from_secs(60)).await;
+    check(&all).await;
+    f.advance(Duration::from_secs(60)).await;
+    check(&all[1..]).await;
+    f.sim.shutdown().await;
+}
+
+/// A failed discovery must have the bounded `label` and a message
+/// containing `needle`, and never a token.
+fn check_error(
+    case: &str,
+    result: Result<Vec<SocketAddr>, DiscoveryError>,
+    label: &str,
+    needle: &str,
+    secrets: &[&str],
+) {
+    let err = match result {
+        Ok(list) => panic!("{case}: discovery succeeded with {list:?}, want {label}"),
+        Err(err) => err,
+    };
+    let text = format!("{err} {err:?}");
+    assert_eq!(err.metric_label(), label, "{case}: {text}");
+    assert!(text.contains(needle), "{case}: {text}");
+    for secret in secrets {
+        assert!(!text.contains(secret), "{case}: a token leaked: {text}");
+    }
+}
+
+#[tokio::test]
+async fn discovery_failures_name_what_failed() {
+    let f = Fixture::start(CHURN).await;
+    let token = std::fs::read_to_string(f.sim.token_path()).expect("token");
+    let forbidden = std::fs::read_to_string(f.sim.forbidden_token_path()).expect("token");
+    let wrong = "wrong-token-0123456789abcdef";
+    let secrets = [token.trim(), forbidden.trim(), wrong];
+    let ca = f.sim.ca_path().to_path_buf();
+
+    let d = f.discovery(f.file("wrong-token", wrong), ca.clone());
+    check_error("401", d.endpoints().await, "http_401", "HTTP 401", &secrets);
+
+    let d = f.discovery(f.sim.forbidden_token_path().to_path_buf(), ca.clone());
+    check_error("403", d.endpoints().await, "http_403", "HTTP 403", &secrets);
+
+    let d = f.discovery(f.file("empty-token", ""), ca.clone());
+    check_error(
+        "empty token",
+        d.endpoints().await,
+        "credentials",
+        "empty",
+        &secrets,
+    );
+
+    let other = ClusterCa::generate().expect("CA");
+    let d = f.discovery(
+        f.sim.token_path().to_path_buf(),
+        f.file("other-ca.crt", other.pem()),
+    );
+    check_error(
+        "foreign CA",
+        d.endpoints().await,
+        "tls",
+        "certificate",
+        &secrets,
+    );
+
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let d = Discovery::new(
+        &format!("https://{closed}"),
+        "kubernetes",
+        &ca,
+        Arc::new(TokenFile::new(f.sim.token_path().to_path_buf())),
+        TIMEOUT,
+    )
+    .expect("discovery");
+    check_error(
+        "closed port",
+        d.endpoints().await,
+        "connect",
+        "refused",
+        &secrets,
+    );
+
+    let missing = Discovery::new(
+        &f.api_server(),
+        "kubernetes",
+        &f.dir.0.join("missing-ca.crt"),
+        Arc::new(TokenFile::new(f.sim.token_path().to_path_buf())),
+        TIMEOUT,
+    )
+    .expect_err("no CA file");
+    assert_eq!(missing.metric_label(), "config");
+    assert!(missing.to_string().contains("missing-ca.crt"), "{missing}");
+
+    // The good credentials still work against the same simulator.
+    assert_eq!(f.good().endpoints().await.expect("endpoints").len(), 2);
+    f.sim.shutdown().await;
+}
+
+/// A directory removed on drop; tests leave nothing behind.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "cutover-discovery-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
