@@ -21,6 +21,10 @@
 //! - [`state`]: the state file, written atomically, moved aside when corrupt.
 //! - [`status`]: the daemon's status as data, behind every surface.
 //! - [`metrics`]: every exported metric, registered in one place.
+//! - [`server`]: the admin HTTP server (`/metrics`, `/healthz`, `/readyz`,
+//!   `/api/v1/status`, `/`).
+//! - [`status_page`]: the HTML status page, a pure function of the status.
+//! - [`telemetry`]: the log subscriber (text or JSON lines).
 //! - [`clock`]: real or accelerated time, shared by the simulator and the
 //!   daemon so `demo` runs both on one clock.
 //! - [`simulator`]: simulated kube-apiservers (TLS, tokens, pages, discovery,
@@ -36,9 +40,12 @@ pub mod families;
 pub mod inspect;
 pub mod ledger;
 pub mod metrics;
+pub mod server;
 pub mod simulator;
 pub mod state;
 pub mod status;
+pub mod status_page;
+pub mod telemetry;
 pub mod time;
 pub mod verdict;
 pub mod window;
