@@ -110,10 +110,7 @@ pub fn reason_sentence(c: &CutoverStatus, status: &Status, now: Timestamp) -> St
         ),
         Reason::QuietForWindow => {
             let evidence = c.evidence_increase.map_or(String::new(), |n| {
-                format!(
-                    ", while {} proved that uses would be counted",
-                    plural(n, "evidence event")
-                )
+                format!(", while the evidence counter rose by {n}, proving that uses would have been counted")
             });
             format!("No use in a fully observed {window} on every apiserver{evidence}.")
         }
@@ -342,7 +339,8 @@ fn observed_duration(c: &CutoverStatus) -> Duration {
     } else {
         0.0
     };
-    Duration::from_secs_f64(c.window().as_secs_f64() * ratio)
+    // Whole seconds: the ratio is a float, and 2d 3h must not print as 2d 2h.
+    Duration::from_secs((c.window().as_secs_f64() * ratio).round() as u64)
 }
 
 fn observed(c: &CutoverStatus) -> String {
@@ -392,6 +390,271 @@ mod tests {
         check(Duration::from_secs(4 * 86_400 + 21 * 3_600 + 59), "4d 21h");
         check(Duration::from_secs(7 * 86_400), "7d");
         check(Duration::from_secs(86_400 + 30), "1d");
+    }
+
+    const NOW: Timestamp = Timestamp::from_secs(1_780_000_000);
+    const DAY: u64 = 86_400;
+    const HOUR: u64 = 3_600;
+
+    fn cutover(state: State, reason: Reason) -> CutoverStatus {
+        CutoverStatus {
+            name: "legacy-tokens".into(),
+            window_seconds: 7 * DAY,
+            state,
+            reason,
+            since: NOW - Duration::from_secs(2 * HOUR),
+            last_use: None,
+            increase: 0,
+            evidence_increase: None,
+            coverage_ratio: 1.0,
+            ready_in_seconds: None,
+            regressions: 0,
+        }
+    }
+
+    fn target(instance: &str, up: bool) -> TargetHealth {
+        TargetHealth {
+            instance: instance.into(),
+            up,
+            last_scrape: Some(NOW),
+            last_success: Some(NOW - Duration::from_secs(if up { 0 } else { 600 })),
+            last_duration_seconds: Some(0.25),
+            kubernetes_version: Some("v1.31.2".into()),
+            ..TargetHealth::default()
+        }
+    }
+
+    fn status(cutovers: Vec<CutoverStatus>, targets: Vec<TargetHealth>) -> Status {
+        Status {
+            version: "1.0.0".into(),
+            evaluated_at: Some(NOW - Duration::from_secs(12)),
+            cutovers,
+            targets,
+        }
+    }
+
+    /// Renders `s` and checks that every fragment is on the page, and that
+    /// nothing outside the stylesheet looks like an unfilled placeholder.
+    fn check_page(s: &Status, fragments: &[&str]) {
+        let page = render(s, NOW);
+        for fragment in fragments {
+            assert!(page.contains(fragment), "missing {fragment:?} in\n{page}");
+        }
+        let body = &page[page.find("</style>").expect("a stylesheet")..];
+        assert!(
+            !body.contains('{') && !body.contains('}'),
+            "placeholder left in\n{body}"
+        );
+        assert!(page.contains("<meta http-equiv=\"refresh\" content=\"30\">"));
+        assert!(!page.contains("<script"), "the page needs no JavaScript");
+        assert!(
+            !page.contains("src=\"http") && !page.contains("href=\"http"),
+            "no external assets"
+        );
+    }
+
+    #[test]
+    fn every_reason_has_its_sentence() {
+        let warming = CutoverStatus {
+            coverage_ratio: (2.0 * DAY as f64 + 3.0 * HOUR as f64) / (7.0 * DAY as f64),
+            ready_in_seconds: Some(4 * DAY + 21 * HOUR),
+            ..cutover(State::Blind, Reason::WarmingUp)
+        };
+        let gap = CutoverStatus {
+            coverage_ratio: 1.0 - (2.0 * HOUR as f64) / (7.0 * DAY as f64),
+            ready_in_seconds: Some(3 * DAY),
+            ..cutover(State::Blind, Reason::CoverageGap)
+        };
+        let in_use = CutoverStatus {
+            last_use: Some(NOW - Duration::from_secs(3 * HOUR)),
+            increase: 42,
+            ready_in_seconds: Some(7 * DAY - 3 * HOUR),
+            ..cutover(State::InUse, Reason::QuietCounterIncreased)
+        };
+        let in_use_down = CutoverStatus {
+            last_use: Some(NOW - Duration::from_secs(35)),
+            increase: 1,
+            ..cutover(State::InUse, Reason::QuietCounterIncreased)
+        };
+        let no_signal = CutoverStatus {
+            name: "token-expiry-extension".into(),
+            window_seconds: DAY,
+            evidence_increase: Some(0),
+            ..cutover(State::NoSignal, Reason::NoEvidence)
+        };
+        let ready = CutoverStatus {
+            name: "token-expiry-extension".into(),
+            window_seconds: DAY,
+            evidence_increase: Some(1_234),
+            ready_in_seconds: Some(0),
+            ..cutover(State::Ready, Reason::QuietForWindow)
+        };
+        let up = vec![target("10.0.0.1:6443", true)];
+        let one_down = vec![
+            target("10.0.0.1:6443", true),
+            target("10.0.0.2:6443", false),
+        ];
+        let cases: Vec<(CutoverStatus, Vec<TargetHealth>, &[&str])> = vec![
+            (
+                cutover(State::Blind, Reason::NoTargets),
+                vec![],
+                &[
+                    "No apiserver instance has been scraped successfully yet",
+                    "No apiserver instance discovered yet",
+                ],
+            ),
+            (
+                cutover(State::Blind, Reason::MetricAbsent),
+                up.clone(),
+                &["A token counter this cutover needs is missing on an apiserver"],
+            ),
+            (
+                warming,
+                up.clone(),
+                &["Observing for 2d 3h of 7d; ready in 4d 21h if nothing is used."],
+            ),
+            (
+                gap,
+                up.clone(),
+                &[
+                    "About 2h of the last 7d went unobserved on an apiserver",
+                    "Ready in 3d if nothing is used",
+                ],
+            ),
+            (
+                cutover(State::Blind, Reason::TargetDown),
+                one_down.clone(),
+                &["longer than the tolerance (down: 10.0.0.2:6443)"],
+            ),
+            (
+                in_use,
+                up.clone(),
+                &[
+                    "42 uses in the last 7d, the last one 3h ago; ready in 6d 21h if nothing more is used.",
+                ],
+            ),
+            (
+                in_use_down,
+                one_down,
+                &[
+                    "1 use in the last 7d, the last one 35s ago; it cannot turn ready until every apiserver is observed again.",
+                ],
+            ),
+            (
+                no_signal,
+                up.clone(),
+                &["No use in the last 1d, but the evidence counter did not move either"],
+            ),
+            (
+                ready,
+                up,
+                &[
+                    "No use in a fully observed 1d on every apiserver, while the evidence counter rose by 1234, proving that uses would have been counted.",
+                ],
+            ),
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for (c, targets, fragments) in cases {
+            seen.insert(c.reason);
+            check_page(&status(vec![c], targets), fragments);
+        }
+        assert_eq!(seen.len(), Reason::ALL.len(), "a reason without a case");
+    }
+
+    #[test]
+    fn cards_show_state_words_and_numbers() {
+        let in_use = CutoverStatus {
+            last_use: Some(NOW - Duration::from_secs(3 * HOUR)),
+            increase: 42,
+            coverage_ratio: 0.98765,
+            ready_in_seconds: Some(7 * DAY - 3 * HOUR),
+            regressions: 2,
+            ..cutover(State::InUse, Reason::QuietCounterIncreased)
+        };
+        let ready = CutoverStatus {
+            name: "legacy-auto-tokens".into(),
+            ready_in_seconds: Some(0),
+            ..cutover(State::Ready, Reason::QuietForWindow)
+        };
+        let blind = CutoverStatus {
+            name: "token-expiry-extension".into(),
+            ..cutover(State::Blind, Reason::NoTargets)
+        };
+        let no_signal = CutoverStatus {
+            name: "custom".into(),
+            ..cutover(State::NoSignal, Reason::NoEvidence)
+        };
+        check_page(
+            &status(
+                vec![in_use, ready, blind, no_signal],
+                vec![target("10.0.0.1:6443", true)],
+            ),
+            &[
+                "evaluated 12s ago",
+                "version 1.0.0",
+                "<article class=\"card s-in_use\">\n<h2>legacy-tokens</h2>\n<div class=\"state\">in use</div>",
+                "<article class=\"card s-ready\">\n<h2>legacy-auto-tokens</h2>\n<div class=\"state\">ready</div>",
+                "<article class=\"card s-blind\">\n<h2>token-expiry-extension</h2>\n<div class=\"state\">blind</div>",
+                "<div class=\"state\">no signal</div>",
+                "<dt>ready in</dt><dd>6d 21h</dd>",
+                "<dt>ready in</dt><dd>now</dd>",
+                "<dt>ready in</dt><dd>not without a change</dd>",
+                "<dt>last use</dt><dd>3h ago</dd>",
+                "<dt>last use</dt><dd>none seen</dd>",
+                "<dt>uses in window</dt><dd>42 in 7d</dd>",
+                "<dt>coverage</dt><dd>98.7 %</dd>",
+                "<dt>since</dt><dd>in_use (2h ago)</dd>",
+                "<dd class=\"regressed\">2 (ready, then used again)</dd>",
+                "<dt>regressions</dt><dd>none</dd>",
+                ".s-ready .state { color: #1a7f37; }",
+                ".s-in_use .state { color: #cf222e; }",
+            ],
+        );
+    }
+
+    #[test]
+    fn targets_table_and_escaping() {
+        let hostile = TargetHealth {
+            instance: "<script>alert(1)</script>:6443".into(),
+            up: false,
+            last_success: None,
+            last_duration_seconds: Some(10.0),
+            last_error: Some(crate::status::ScrapeErrorKind::Http403),
+            last_error_detail: Some("forbidden: user \"system:serviceaccount:x\" & more".into()),
+            consecutive_failures: 3,
+            kubernetes_version: None,
+            ..TargetHealth::default()
+        };
+        let mut s = status(
+            vec![cutover(State::Blind, Reason::TargetDown)],
+            vec![target("10.0.0.1:6443", true), hostile],
+        );
+        s.version = "<b>1</b>".into();
+        check_page(
+            &s,
+            &[
+                "<td class=\"mono\">10.0.0.1:6443</td><td class=\"up\">up</td><td>just now</td><td>250ms</td><td>—</td><td>v1.31.2</td>",
+                "<td class=\"mono\">&lt;script&gt;alert(1)&lt;/script&gt;:6443</td><td class=\"down\">down (3 failed)</td><td>never</td><td>10s</td>",
+                "<td>http_403: forbidden: user &quot;system:serviceaccount:x&quot; &amp; more</td><td>unknown</td>",
+                "(down: &lt;script&gt;alert(1)&lt;/script&gt;:6443)",
+                "version &lt;b&gt;1&lt;/b&gt;",
+                "2 apiserver instances",
+            ],
+        );
+        assert!(!render(&s, NOW).contains("<script>"));
+    }
+
+    #[test]
+    fn before_the_first_evaluation() {
+        let s = Status::default();
+        check_page(
+            &s,
+            &[
+                "first evaluation pending",
+                "No cutover is enabled in the configuration.",
+                "0 apiserver instances",
+            ],
+        );
     }
 
     #[test]
