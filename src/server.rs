@@ -71,6 +71,28 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// How long a shutdown waits for in-flight requests before dropping them.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The server's bounds; [`Limits::default`] is what [`serve`] uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Time a client has to send a request's headers; also how long an idle
+    /// keep-alive connection stays open.
+    pub header_read_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// How long a shutdown waits for in-flight requests.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+            drain_timeout: DRAIN_TIMEOUT,
+        }
+    }
+}
+
 /// Serves until `shutdown` resolves; in-flight requests finish (up to
 /// [`DRAIN_TIMEOUT`]). Plain HTTP (it is scraped inside the cluster).
 pub async fn serve(
@@ -78,7 +100,18 @@ pub async fn serve(
     admin: Admin,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
+    serve_with(listener, admin, shutdown, Limits::default()).await
+}
+
+/// [`serve`] with other bounds (tests use short timeouts).
+pub async fn serve_with(
+    listener: TcpListener,
+    admin: Admin,
+    shutdown: impl Future<Output = ()>,
+    limits: Limits,
+) -> Result<(), ServerError> {
     let admin = Arc::new(admin);
+    let max_connections = limits.max_connections.max(1);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -87,9 +120,14 @@ pub async fn serve(
             biased;
             () = &mut shutdown => break Ok(()),
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept(), if connections.len() < MAX_CONNECTIONS => match accepted {
+            accepted = listener.accept(), if connections.len() < max_connections => match accepted {
                 Ok((stream, _)) => {
-                    connections.spawn(serve_connection(stream, admin.clone(), stop_rx.clone()));
+                    connections.spawn(serve_connection(
+                        stream,
+                        admin.clone(),
+                        stop_rx.clone(),
+                        limits.header_read_timeout,
+                    ));
                 }
                 Err(e) => match accept_error(&e) {
                     AcceptError::Transient => {}
@@ -108,7 +146,10 @@ pub async fn serve(
     // Every connection finishes its current request, then closes.
     let _ = stop_tx.send(true);
     let drain = async { while connections.join_next().await.is_some() {} };
-    if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
+    if tokio::time::timeout(limits.drain_timeout, drain)
+        .await
+        .is_err()
+    {
         tracing::warn!(
             open = connections.len(),
             "admin server: connections still open after the drain timeout; closing them"
@@ -208,7 +249,12 @@ fn accept_error(e: &io::Error) -> AcceptError {
     }
 }
 
-async fn serve_connection(stream: TcpStream, admin: Arc<Admin>, mut stop: watch::Receiver<bool>) {
+async fn serve_connection(
+    stream: TcpStream,
+    admin: Arc<Admin>,
+    mut stop: watch::Receiver<bool>,
+    header_read_timeout: Duration,
+) {
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let response = respond(&admin, req.method(), req.uri().path(), req.headers());
         // The request body (if a client sent one) is dropped unread; hyper
@@ -218,7 +264,7 @@ async fn serve_connection(stream: TcpStream, admin: Arc<Admin>, mut stop: watch:
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(header_read_timeout)
         .max_buf_size(64 * 1024);
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);

@@ -237,7 +237,7 @@ fn cutover_card(html: &mut String, c: &CutoverStatus, status: &Status, now: Time
     row(
         "last use",
         c.last_use
-            .map_or_else(|| "none seen".into(), |t| ago(t, now)),
+            .map_or_else(|| "none seen".into(), |t| ago_and_when(t, now)),
     );
     row(
         "uses in window",
@@ -247,10 +247,7 @@ fn cutover_card(html: &mut String, c: &CutoverStatus, status: &Status, now: Time
         row("evidence in window", evidence.to_string());
     }
     row("coverage", percent(c.coverage_ratio));
-    row(
-        "since",
-        format!("{} ({})", c.state.label(), ago(c.since, now)),
-    );
+    row("since", ago_and_when(c.since, now));
     let _ = write!(html, "<dt>regressions</dt><dd");
     if c.regressions > 0 {
         html.push_str(" class=\"regressed\"");
@@ -312,6 +309,16 @@ fn targets_table(html: &mut String, targets: &[TargetHealth], now: Timestamp) {
         );
     }
     html.push_str("</tbody>\n</table>\n</section>\n");
+}
+
+/// `3h ago (2026-06-28 20:26 UTC)`: relative for a glance, absolute to
+/// match against logs and graphs.
+fn ago_and_when(t: Timestamp, now: Timestamp) -> String {
+    let when = std::time::UNIX_EPOCH + Duration::from_millis(t.as_millis().max(0) as u64);
+    let rfc3339 = humantime::format_rfc3339_seconds(when).to_string();
+    // `2026-06-28T20:26:40Z` → `2026-06-28 20:26 UTC`
+    let minute = rfc3339.get(..16).unwrap_or(&rfc3339).replace('T', " ");
+    format!("{} ({minute} UTC)", ago(t, now))
 }
 
 fn state_word(state: State) -> &'static str {
@@ -599,11 +606,11 @@ mod tests {
                 "<dt>ready in</dt><dd>6d 21h</dd>",
                 "<dt>ready in</dt><dd>now</dd>",
                 "<dt>ready in</dt><dd>not without a change</dd>",
-                "<dt>last use</dt><dd>3h ago</dd>",
+                "<dt>last use</dt><dd>3h ago (2026-05-28 17:26 UTC)</dd>",
                 "<dt>last use</dt><dd>none seen</dd>",
                 "<dt>uses in window</dt><dd>42 in 7d</dd>",
                 "<dt>coverage</dt><dd>98.7 %</dd>",
-                "<dt>since</dt><dd>in_use (2h ago)</dd>",
+                "<dt>since</dt><dd>2h ago (2026-05-28 18:26 UTC)</dd>",
                 "<dd class=\"regressed\">2 (ready, then used again)</dd>",
                 "<dt>regressions</dt><dd>none</dd>",
                 ".s-ready .state { color: #1a7f37; }",

@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 
 use cutover_auditor::clock::Clock;
 use cutover_auditor::metrics::Metrics;
-use cutover_auditor::server::{self, Admin, METRICS_CONTENT_TYPE, ServerError};
+use cutover_auditor::server::{self, Admin, Limits, METRICS_CONTENT_TYPE, ServerError};
 use cutover_auditor::status::{CutoverStatus, ScrapeErrorKind, Status, TargetHealth};
 use cutover_auditor::time::Timestamp;
 use cutover_auditor::verdict::{CutoverSpec, Reason, State};
 use reqwest::{Method, StatusCode};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -30,6 +32,10 @@ struct Fixture {
 }
 
 async fn start(status: Status) -> Fixture {
+    start_with(status, Limits::default()).await
+}
+
+async fn start_with(status: Status, limits: Limits) -> Fixture {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     let metrics = Arc::new(Metrics::new("9.9.9-test").unwrap());
@@ -43,9 +49,10 @@ async fn start(status: Status) -> Fixture {
         ready: ready.clone(),
         clock: Clock::manual(NOW),
     };
-    let server = tokio::spawn(server::serve(listener, admin, async {
+    let shutdown = async {
         let _ = stop_rx.await;
-    }));
+    };
+    let server = tokio::spawn(server::serve_with(listener, admin, shutdown, limits));
     Fixture {
         base: format!("http://{addr}"),
         client: reqwest::Client::builder()
@@ -380,4 +387,54 @@ async fn shutdown_stops_promptly_with_a_keep_alive_connection_open() {
             .await
             .is_err()
     );
+}
+
+fn short_limits(max_connections: usize) -> Limits {
+    Limits {
+        header_read_timeout: Duration::from_millis(300),
+        max_connections,
+        ..Limits::default()
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    let f = start_with(sample_status(), short_limits(8)).await;
+    let mut slow = TcpStream::connect(f.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut answer))
+        .await
+        .expect("the server closed the connection")
+        .ok();
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!String::from_utf8_lossy(&answer).contains("200 OK"));
+}
+
+#[tokio::test]
+async fn connections_are_bounded_and_idle_ones_do_not_hold_a_slot_forever() {
+    let f = start_with(sample_status(), short_limits(1)).await;
+    // An idle connection takes the only slot...
+    let _idle = TcpStream::connect(f.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // ...so this request waits in the backlog until the idle one times out.
+    let started = Instant::now();
+    assert_eq!(f.request(Method::GET, "/healthz").await.0, StatusCode::OK);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(150),
+        "served at once: {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
 }
