@@ -160,7 +160,7 @@ pub async fn serve_with(
 }
 
 /// The response to one request, without I/O: routing, content negotiation
-/// and rendering. `serve` calls it for every request; tests may too.
+/// and rendering, so a connection task only moves bytes.
 fn respond(
     admin: &Admin,
     method: &Method,
