@@ -24,6 +24,11 @@
 //! - [`credentials`]: the bearer token file, re-read as the kubelet rotates it.
 //! - [`discovery`]: apiserver addresses from the `kubernetes` EndpointSlices.
 //! - [`scrape`]: one HTTPS scrape of one instance, streamed into the extractor.
+//! - [`server`]: the admin HTTP server (`/metrics`, `/healthz`, `/readyz`,
+//!   `/api/v1/status`, `/`).
+//! - [`status_page`]: the HTML status page, a pure function of the status.
+//! - [`telemetry`]: the log subscriber (text or JSON lines).
+//! - [`daemon`]: the tasks that tie it together, with one shutdown path.
 //! - [`clock`]: real or accelerated time, shared by the simulator and the
 //!   daemon so `demo` runs both on one clock.
 //! - [`simulator`]: simulated kube-apiservers (TLS, tokens, pages, discovery,
@@ -42,9 +47,12 @@ pub mod inspect;
 pub mod ledger;
 pub mod metrics;
 pub mod scrape;
+pub mod server;
 pub mod simulator;
 pub mod state;
 pub mod status;
+pub mod status_page;
+pub mod telemetry;
 pub mod time;
 pub mod verdict;
 pub mod window;
