@@ -39,6 +39,7 @@
 pub mod clock;
 pub mod config;
 pub mod credentials;
+pub mod daemon;
 pub mod discovery;
 pub mod endpointslice;
 pub mod exposition;

@@ -416,6 +416,7 @@ mod tests {
             coverage_ratio: 1.0,
             ready_in_seconds: None,
             regressions: 0,
+            last_regression: None,
         }
     }
 
@@ -437,6 +438,7 @@ mod tests {
             evaluated_at: Some(NOW - Duration::from_secs(12)),
             cutovers,
             targets,
+            kinds: Vec::new(),
         }
     }
 
@@ -576,6 +578,7 @@ mod tests {
             coverage_ratio: 0.98765,
             ready_in_seconds: Some(7 * DAY - 3 * HOUR),
             regressions: 2,
+            last_regression: None,
             ..cutover(State::InUse, Reason::QuietCounterIncreased)
         };
         let ready = CutoverStatus {

@@ -109,6 +109,7 @@ fn sample_status() -> Status {
             coverage_ratio: 1.0,
             ready_in_seconds: Some(7 * 86_400 - 3 * 3_600),
             regressions: 1,
+            last_regression: None,
         }],
         targets: vec![
             TargetHealth {
@@ -132,6 +133,7 @@ fn sample_status() -> Status {
                 kubernetes_version: Some("v1.31.2".into()),
             },
         ],
+        kinds: Vec::new(),
     }
 }
 

@@ -101,6 +101,15 @@ impl Shared {
         world
     }
 
+    /// Whether the process that started at `start` still serves instance `i`.
+    fn process_alive(&self, i: usize, start: Timestamp) -> bool {
+        self.should_listen(i)
+            && self
+                .world_now()
+                .view(i)
+                .is_some_and(|v| v.start_time == start)
+    }
+
     fn should_listen(&self, i: usize) -> bool {
         let world = self.world_now();
         world.view(i).is_some_and(|v| {
@@ -253,17 +262,32 @@ async fn serve_connection(
         t => t,
     };
     let Target::Instance(i) = target else { return };
+    // The process that accepted this connection: when it stops (restart,
+    // removal, refuse outage) the connection dies with it, as a real
+    // apiserver's keep-alive connections do.
+    let Some(process) = shared.world_now().view(i).map(|v| v.start_time) else {
+        return;
+    };
     let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
     let Ok(Ok(tls)) = handshake.await else { return };
+    let watcher = shared.clone();
     let service = hyper::service::service_fn(move |req| {
         let shared = shared.clone();
         async move { Ok::<_, Infallible>(handle(&shared, i, req).await) }
     });
     let conn =
         hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service);
-    tokio::select! {
-        _ = conn => {}
-        _ = shutdown.changed() => {}
+    tokio::pin!(conn);
+    loop {
+        tokio::select! {
+            _ = &mut conn => return,
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(POLL) => {
+                if !watcher.process_alive(i, process) {
+                    return;
+                }
+            }
+        }
     }
 }
 
