@@ -31,11 +31,14 @@
 //! - [`daemon`]: the tasks that tie it together, with one shutdown path.
 //! - [`clock`]: real or accelerated time, shared by the simulator and the
 //!   daemon so `demo` runs both on one clock.
+//! - [`alerting`]: the alerts of the rules file computed from the status,
+//!   pushed directly to Alertmanager when `[alertmanager]` is configured.
 //! - [`simulator`]: simulated kube-apiservers (TLS, tokens, pages, discovery,
 //!   scripted clients, ground truth) for `simulate`, `demo` and the tests.
 //!
 //! See `ARCHITECTURE.md` for the codemap and the invariants.
 
+pub mod alerting;
 pub mod clock;
 pub mod config;
 pub mod credentials;

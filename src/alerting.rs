@@ -1,0 +1,1417 @@
+//! Direct push of the auditor's own alerts to Alertmanager (API v2), for
+//! clusters where no Prometheus evaluates `deploy/rules/cutover-auditor.rules.yaml`.
+//!
+//! [`desired`] is the pure half: from one [`Status`] and `now` it returns the
+//! alerts the rules file would have firing, with the same names, `severity`,
+//! identifying labels (`cutover`; `instance` for scrape failures; `kind` and
+//! `window` for invalidated tokens) and the annotation texts of the rules'
+//! templates, rendered with Prometheus' `humanize*` formats so both channels
+//! read alike. Two rules cannot be mirrored exactly from a single status and
+//! say so in their text: `ServiceAccountTokenCutoverRegressed` counts all
+//! regressions and names the last one instead of counting those of the last
+//! hour, and `CutoverAuditorScrapeFailing` names the last scrape error instead
+//! of the most frequent one. `CutoverAuditorDown` is not pushed at all: a
+//! process cannot report its own absence, so only Prometheus can raise it.
+//! The daemon's alerts carry no `job`/`instance` of the auditor itself, so
+//! when both Prometheus rules and the direct push are enabled Alertmanager
+//! sees two alerts per condition; enable one of them.
+//!
+//! [`Pusher`] is the shell: its own task, which posts the firing alerts to
+//! every configured Alertmanager on every status change and every re-send
+//! interval, and resolves alerts that stop firing. Alertmanager expires alerts
+//! on its own wall clock, so `startsAt`/`endsAt` are wall-clock times even when
+//! the daemon runs on an accelerated clock. Only `http://` Alertmanagers are
+//! supported: the HTTP client carries no CA roots (`rustls-tls-manual-roots`),
+//! and the in-cluster Alertmanager Service is plain HTTP.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::clock::Clock;
+use crate::config::AlertmanagerConfig;
+use crate::families::TokenKind;
+use crate::metrics::Metrics;
+use crate::status::{CutoverStatus, Status, TargetHealth};
+use crate::time::Timestamp;
+use crate::verdict::State;
+
+/// Where the rules' `runbook_url` annotations point; the alert name and `.md` follow.
+pub const RUNBOOK_BASE: &str =
+    "https://github.com/cutover-auditor/cutover-auditor/blob/main/docs/runbooks/";
+
+/// How long a verdict must hold before its alert fires (the rules' `for: 5m`).
+pub const PENDING: Duration = Duration::from_secs(5 * 60);
+
+/// How long an apiserver instance must go unscraped before it is reported
+/// (the rule's `for: 10m`).
+pub const SCRAPE_FAILING_AFTER: Duration = Duration::from_secs(10 * 60);
+
+/// How long a regression keeps its alert firing (the rule's `[1h]` range).
+pub const REGRESSION_FIRES_FOR: Duration = Duration::from_secs(3600);
+
+/// Attempts per push to one Alertmanager before the push counts as failed.
+pub const PUSH_ATTEMPTS: u32 = 3;
+
+/// Real-time wait after the first failed attempt; doubled after each further one.
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+/// One alert as Alertmanager API v2 takes it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Alert {
+    /// Identity of the alert: `alertname`, `severity` and what it is about.
+    pub labels: BTreeMap<String, String>,
+    /// `summary`, `description` and `runbook_url`.
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Alert {
+    /// The `alertname` label.
+    pub fn name(&self) -> &str {
+        self.labels.get("alertname").map_or("", String::as_str)
+    }
+}
+
+/// When each apiserver target was first listed in a status the pusher saw.
+///
+/// A target that never succeeded has no `last_success` to measure its outage
+/// from; like the rule's `for: 10m`, which starts when the target's
+/// `cutover_scrape_success` series appears, its outage is measured from the
+/// moment it was first listed. A target added hours after the daemon started
+/// therefore gets its ten minutes too, and a restart of the daemon starts
+/// them again (it cannot know what happened while it was down).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FirstSeen(BTreeMap<String, Timestamp>);
+
+impl FirstSeen {
+    /// No target seen yet.
+    pub fn new() -> FirstSeen {
+        FirstSeen::default()
+    }
+
+    /// Records the targets of `status`, first listed at its evaluation time
+    /// (or `now` before the first evaluation), and forgets targets that are
+    /// no longer listed so a returning one starts afresh.
+    pub fn observe(&mut self, status: &Status, now: Timestamp) {
+        let at = status.evaluated_at.unwrap_or(now);
+        self.0
+            .retain(|instance, _| status.targets.iter().any(|t| &t.instance == instance));
+        for t in &status.targets {
+            self.0.entry(t.instance.clone()).or_insert(at);
+        }
+    }
+
+    /// When `instance` was first listed, if it was.
+    pub fn get(&self, instance: &str) -> Option<Timestamp> {
+        self.0.get(instance).copied()
+    }
+}
+
+/// Pure: the alerts that should be firing for `status` at `now` (simulated
+/// time, the clock the status was computed on), sorted by labels. Mirrors the
+/// rules file except `CutoverAuditorDown` (see the module documentation).
+/// `seen` dates the outage of targets that never succeeded; a target missing
+/// from it counts as first seen at `now`, which never fires.
+pub fn desired(status: &Status, now: Timestamp, seen: &FirstSeen) -> Vec<Alert> {
+    let mut out = Vec::new();
+    for c in &status.cutovers {
+        cutover_alerts(c, now, &mut out);
+    }
+    for t in &status.targets {
+        if let Some(alert) = scrape_failing(t, now, seen) {
+            out.push(alert);
+        }
+    }
+    if let Some(alert) = invalidated(status) {
+        out.push(alert);
+    }
+    out.sort();
+    out
+}
+
+/// Why a [`Pusher`] could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum AlertingError {
+    /// `[alertmanager] urls` is empty.
+    #[error("alertmanager.urls lists no Alertmanager")]
+    NoUrls,
+    /// A URL is not a plain `http://host:port` base URL.
+    #[error("alertmanager URL {url:?}: {why}")]
+    BadUrl {
+        /// The URL as configured (credentials are rejected by the config).
+        url: String,
+        /// What is wrong and what is allowed.
+        why: String,
+    },
+    /// The HTTP client could not be built.
+    #[error("cannot build the Alertmanager HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
+impl AlertingError {
+    /// A bounded label for the error.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AlertingError::NoUrls => "no_urls",
+            AlertingError::BadUrl { .. } => "bad_url",
+            AlertingError::Client(_) => "client",
+        }
+    }
+}
+
+/// Pushes the desired alerts to every configured Alertmanager replica.
+pub struct Pusher {
+    client: reqwest::Client,
+    endpoints: Vec<Endpoint>,
+    resend_interval: Duration,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+}
+
+impl Pusher {
+    /// Checks the URLs (plain `http://`, see the module documentation) and
+    /// builds the HTTP client; `config.timeout` bounds each attempt.
+    pub fn new(
+        config: &AlertmanagerConfig,
+        clock: Clock,
+        metrics: Arc<Metrics>,
+    ) -> Result<Pusher, AlertingError> {
+        if config.urls.is_empty() {
+            return Err(AlertingError::NoUrls);
+        }
+        let endpoints = config
+            .urls
+            .iter()
+            .map(|u| Endpoint::parse(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .user_agent(concat!("cutover-auditor/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(AlertingError::Client)?;
+        Ok(Pusher {
+            client,
+            endpoints,
+            resend_interval: config.resend_interval,
+            clock,
+            metrics,
+        })
+    }
+
+    /// Runs until dropped/aborted, or until the status sender is dropped: on
+    /// every status change and every `resend_interval` (simulated, via the
+    /// clock) it POSTs the firing alerts to `{url}/api/v2/alerts` of every
+    /// configured Alertmanager, with `startsAt` when the alert began firing
+    /// (kept stable) and `endsAt` three re-send intervals ahead, so an
+    /// Alertmanager that stops hearing from the daemon resolves the alerts by
+    /// itself. An alert that stops firing is sent with `endsAt` = now, and
+    /// again with every push for three re-send intervals so a lost push does
+    /// not leave it firing until it expires. Each Alertmanager gets its own
+    /// task (aborted with this future) that retries a few times with backoff;
+    /// a push that still fails is logged (at most once a minute per
+    /// Alertmanager) and counted in `cutover_alertmanager_errors_total`, and
+    /// the next status or re-send carries the current alerts anyway.
+    pub async fn run(self, mut status: watch::Receiver<Status>) {
+        let mut workers = JoinSet::new();
+        let mut outboxes = Vec::with_capacity(self.endpoints.len());
+        for endpoint in &self.endpoints {
+            let (tx, rx) = watch::channel(bytes::Bytes::new());
+            workers.spawn(deliver(
+                self.client.clone(),
+                endpoint.clone(),
+                rx,
+                Arc::clone(&self.metrics),
+            ));
+            outboxes.push(tx);
+        }
+
+        let wall = Clock::real();
+        // Alertmanager keeps an alert until its endsAt: three intervals
+        // survive two lost pushes.
+        let lifetime = self.clock.to_real(self.resend_interval * 3);
+        let mut book = Book::default();
+        let mut seen = FirstSeen::new();
+        let mut next_resend = self.clock.now();
+        loop {
+            let current = status.borrow_and_update().clone();
+            let now = self.clock.now();
+            seen.observe(&current, now);
+            let changed = book.update(desired(&current, now, &seen), wall.now(), lifetime);
+            if changed || now >= next_resend {
+                let batch = book.batch(wall.now(), lifetime);
+                if !batch.is_empty() {
+                    match serde_json::to_vec(&batch) {
+                        Ok(body) => {
+                            let body = bytes::Bytes::from(body);
+                            for outbox in &outboxes {
+                                outbox.send_replace(body.clone());
+                            }
+                        }
+                        // Strings and maps always serialize; kept as a log
+                        // line rather than a panic all the same.
+                        Err(e) => tracing::error!(error = %e, "cannot encode alerts"),
+                    }
+                }
+                next_resend = now + self.resend_interval;
+            }
+            let wait = next_resend.since(self.clock.now());
+            tokio::select! {
+                changed = status.changed() => {
+                    if changed.is_err() {
+                        // The daemon is shutting down. Firing alerts are not
+                        // resolved: a stopped auditor has not seen them clear,
+                        // and their endsAt expires them soon enough.
+                        break;
+                    }
+                }
+                () = self.clock.sleep(wait) => {}
+            }
+        }
+        drop(outboxes);
+        while workers.join_next().await.is_some() {}
+    }
+}
+
+/// One alert in the JSON body of `POST /api/v2/alerts`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Postable {
+    #[serde(flatten)]
+    alert: Alert,
+    starts_at: String,
+    ends_at: String,
+}
+
+/// What the pusher has told Alertmanager: firing alerts with the wall time
+/// they began, and recently resolved ones with the wall time they ended.
+#[derive(Default)]
+struct Book {
+    firing: BTreeMap<BTreeMap<String, String>, (Alert, Timestamp)>,
+    resolved: BTreeMap<BTreeMap<String, String>, (Alert, Timestamp, Timestamp)>,
+}
+
+impl Book {
+    /// Takes the alerts that should fire at wall time `wall`; true when the
+    /// set or any annotation changed, so a push is due now.
+    fn update(&mut self, want: Vec<Alert>, wall: Timestamp, lifetime: Duration) -> bool {
+        let mut changed = false;
+        let mut firing = BTreeMap::new();
+        for alert in want {
+            let key = alert.labels.clone();
+            let starts = match self.firing.remove(&key) {
+                Some((old, starts)) => {
+                    changed |= old.annotations != alert.annotations;
+                    starts
+                }
+                None => {
+                    changed = true;
+                    self.resolved.remove(&key);
+                    wall
+                }
+            };
+            firing.insert(key, (alert, starts));
+        }
+        for (key, (alert, starts)) in std::mem::take(&mut self.firing) {
+            changed = true;
+            self.resolved.insert(key, (alert, starts, wall));
+        }
+        self.firing = firing;
+        self.resolved
+            .retain(|_, (_, _, ended)| wall.since(*ended) < lifetime);
+        changed
+    }
+
+    fn batch(&self, wall: Timestamp, lifetime: Duration) -> Vec<Postable> {
+        let ends = wall + lifetime;
+        let firing = self.firing.values().map(|(alert, starts)| Postable {
+            alert: alert.clone(),
+            starts_at: rfc3339(*starts),
+            ends_at: rfc3339(ends),
+        });
+        let resolved = self
+            .resolved
+            .values()
+            .map(|(alert, starts, ended)| Postable {
+                alert: alert.clone(),
+                starts_at: rfc3339(*starts),
+                ends_at: rfc3339(*ended),
+            });
+        firing.chain(resolved).collect()
+    }
+}
+
+/// One Alertmanager replica.
+#[derive(Clone, Debug)]
+struct Endpoint {
+    /// The base URL as configured, for logs (credentials are not allowed in it).
+    base: String,
+    alerts: reqwest::Url,
+}
+
+impl Endpoint {
+    fn parse(base: &str) -> Result<Endpoint, AlertingError> {
+        let bad = |why: &str| AlertingError::BadUrl {
+            url: base.to_owned(),
+            why: why.to_owned(),
+        };
+        let url = reqwest::Url::parse(base).map_err(|e| bad(&e.to_string()))?;
+        if url.scheme() != "http" {
+            return Err(bad(
+                "only http:// is supported (the client has no CA roots); \
+                 use the in-cluster Alertmanager Service, e.g. http://alertmanager-operated:9093",
+            ));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad("credentials in URLs are not allowed"));
+        }
+        if url.host_str().is_none() || url.query().is_some() || url.fragment().is_some() {
+            return Err(bad("write a base URL such as http://alertmanager:9093"));
+        }
+        let path = format!("{}/api/v2/alerts", url.path().trim_end_matches('/'));
+        let mut alerts = url.clone();
+        alerts.set_path(&path);
+        Ok(Endpoint {
+            base: base.trim_end_matches('/').to_owned(),
+            alerts,
+        })
+    }
+}
+
+/// Why one attempt to push failed: a bounded set, used in logs.
+#[derive(Debug)]
+enum PushError {
+    Connect,
+    Timeout,
+    Status(reqwest::StatusCode),
+    Other(String),
+}
+
+impl PushError {
+    fn from_reqwest(e: reqwest::Error) -> PushError {
+        if e.is_timeout() {
+            PushError::Timeout
+        } else if e.is_connect() {
+            PushError::Connect
+        } else {
+            // Without the URL: it is in the log line already.
+            PushError::Other(e.without_url().to_string())
+        }
+    }
+
+    /// Client errors will not go away by retrying the same body.
+    fn is_permanent(&self) -> bool {
+        matches!(self, PushError::Status(s) if s.is_client_error() && s.as_u16() != 429)
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            PushError::Connect => "connect",
+            PushError::Timeout => "timeout",
+            PushError::Status(s) if s.is_client_error() => "http_4xx",
+            PushError::Status(_) => "http_5xx",
+            PushError::Other(_) => "other",
+        }
+    }
+}
+
+impl fmt::Display for PushError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PushError::Connect => f.write_str("connection failed"),
+            PushError::Timeout => f.write_str("timed out"),
+            PushError::Status(s) => write!(f, "HTTP {s}"),
+            PushError::Other(e) => f.write_str(e),
+        }
+    }
+}
+
+/// Sends the latest batch to one Alertmanager whenever it changes, until the
+/// pusher drops the sending side.
+async fn deliver(
+    client: reqwest::Client,
+    endpoint: Endpoint,
+    mut batches: watch::Receiver<bytes::Bytes>,
+    metrics: Arc<Metrics>,
+) {
+    let mut log = FailureLog::default();
+    while batches.changed().await.is_ok() {
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 1;
+        let outcome = loop {
+            // A batch that arrived during the backoff supersedes this one.
+            let batch = batches.borrow_and_update().clone();
+            match post(&client, &endpoint, batch).await {
+                Ok(()) => break Ok(()),
+                Err(e) if e.is_permanent() || attempt >= PUSH_ATTEMPTS => break Err(e),
+                Err(_) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                    attempt += 1;
+                }
+            }
+        };
+        match outcome {
+            Ok(()) => log.succeeded(&endpoint),
+            Err(e) => {
+                metrics.alertmanager_error();
+                log.failed(&endpoint, &e);
+            }
+        }
+    }
+}
+
+async fn post(
+    client: &reqwest::Client,
+    endpoint: &Endpoint,
+    body: bytes::Bytes,
+) -> Result<(), PushError> {
+    let response = client
+        .post(endpoint.alerts.clone())
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(PushError::from_reqwest)?;
+    let status = response.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(PushError::Status(status))
+    }
+}
+
+/// Logs push failures at most once a minute per Alertmanager, with how many
+/// were left out, and the recovery once.
+#[derive(Default)]
+struct FailureLog {
+    last_logged: Option<Instant>,
+    suppressed: u64,
+    failing: bool,
+}
+
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+impl FailureLog {
+    fn failed(&mut self, endpoint: &Endpoint, error: &PushError) {
+        self.failing = true;
+        if self.last_logged.is_some_and(|t| t.elapsed() < LOG_EVERY) {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(
+            alertmanager = %endpoint.base,
+            error = %error,
+            kind = error.kind(),
+            attempts = PUSH_ATTEMPTS,
+            suppressed = self.suppressed,
+            "cannot push alerts to Alertmanager; retrying at the next status change or re-send"
+        );
+        self.last_logged = Some(Instant::now());
+        self.suppressed = 0;
+    }
+
+    fn succeeded(&mut self, endpoint: &Endpoint) {
+        if self.failing {
+            tracing::info!(alertmanager = %endpoint.base, "pushing alerts to Alertmanager again");
+        }
+        *self = FailureLog::default();
+    }
+}
+
+// The alerts, one function per rule group member. Texts follow the rules'
+// annotation templates word for word where the status has the same numbers.
+
+fn cutover_alerts(c: &CutoverStatus, now: Timestamp, out: &mut Vec<Alert>) {
+    let name = c.name.as_str();
+    let window = humanize_duration(c.window());
+    let held = now.since(c.since);
+    match c.state {
+        State::InUse if held >= PENDING => {
+            let last_use = or_unknown(c.last_use.map(humanize_timestamp));
+            let since = humanize_timestamp(c.since);
+            let uses = humanize(c.increase as f64);
+            match name {
+                "legacy-tokens" | "legacy-auto-tokens" => out.push(alert(
+                    "LegacyServiceAccountTokensInUse",
+                    "warning",
+                    &[("cutover", name)],
+                    format!("Legacy ServiceAccount tokens are still in use (cutover {name})."),
+                    format!(
+                        "Cutover {name}: the apiservers counted {uses} legacy-token authentications \
+                         in the last {window} window; last use at {last_use}, in use since {since}. \
+                         Removing or invalidating Secret-based tokens now would break these clients."
+                    ),
+                )),
+                "token-expiry-extension" => out.push(alert(
+                    "StaleServiceAccountTokensInUse",
+                    "warning",
+                    &[("cutover", name)],
+                    format!(
+                        "Clients use stale projected ServiceAccount tokens (cutover {name})."
+                    ),
+                    format!(
+                        "Cutover {name}: the apiservers counted {uses} authentications with stale \
+                         projected tokens (used more than an hour after issue, past warnafter) in \
+                         the last {window} window; last use at {last_use}, in use since {since}. \
+                         These clients do not re-read their token; they will get 401 about an hour \
+                         after --service-account-extend-token-expiration=false."
+                    ),
+                )),
+                _ => {}
+            }
+        }
+        State::Ready if held >= PENDING => out.push(alert(
+            "ServiceAccountTokenCutoverReady",
+            "info",
+            &[("cutover", name)],
+            format!("Cutover {name} is ready to be switched."),
+            format!(
+                "Cutover {name}: no use in a fully observed {window} window (observed coverage {} \
+                 across all apiserver instances), ready since {}. Follow the runbook before \
+                 switching.",
+                humanize_percentage(c.coverage_ratio),
+                humanize_timestamp(c.since),
+            ),
+        )),
+        State::Blind if held > c.window() => out.push(alert(
+            "CutoverAuditorBlind",
+            "warning",
+            &[("cutover", name)],
+            format!("Cutover {name} has been blind for longer than its window."),
+            format!(
+                "Cutover {name} has been blind for {} (since {}), longer than its {window} window; \
+                 reason: {}. The auditor can neither confirm use nor declare the cutover ready.",
+                humanize_duration(held),
+                humanize_timestamp(c.since),
+                c.reason.label(),
+            ),
+        )),
+        _ => {}
+    }
+    if let Some(at) = c.last_regression
+        && c.regressions > 0
+        && now.since(at) < REGRESSION_FIRES_FOR
+    {
+        out.push(alert(
+            "ServiceAccountTokenCutoverRegressed",
+            "critical",
+            &[("cutover", name)],
+            format!("Cutover {name} was ready and saw use again."),
+            format!(
+                "Cutover {name} went from ready to in_use at {} ({} time(s) since observation \
+                 began); current state {}, last use at {}. If the switch was already made, these \
+                 clients are failing now.",
+                humanize_timestamp(at),
+                c.regressions,
+                c.state.label(),
+                or_unknown(c.last_use.map(humanize_timestamp)),
+            ),
+        ));
+    }
+}
+
+fn scrape_failing(t: &TargetHealth, now: Timestamp, seen: &FirstSeen) -> Option<Alert> {
+    if t.up {
+        return None;
+    }
+    let failing_since = t
+        .last_success
+        .or_else(|| seen.get(&t.instance))
+        .unwrap_or(now);
+    if now.since(failing_since) <= SCRAPE_FAILING_AFTER {
+        return None;
+    }
+    let instance = t.instance.as_str();
+    Some(alert(
+        "CutoverAuditorScrapeFailing",
+        "warning",
+        &[("instance", instance)],
+        format!("The auditor cannot scrape apiserver instance {instance}."),
+        format!(
+            "Apiserver instance {instance} has not been scraped successfully for more than 10m \
+             (last error: {}). Its token counters are unknown, so no cutover can turn ready until \
+             scraping recovers.",
+            or_unknown(t.last_error.map(|e| e.label().to_owned())),
+        ),
+    ))
+}
+
+fn invalidated(status: &Status) -> Option<Alert> {
+    let kind = TokenKind::InvalidLegacyAuto;
+    let uses = status.kinds.iter().find(|k| k.kind == kind)?;
+    let recent = uses.increase("5m").filter(|n| *n > 0)?;
+    Some(alert(
+        "InvalidatedLegacyTokensPresented",
+        "critical",
+        &[("kind", kind.label()), ("window", "5m")],
+        "Clients present invalidated legacy ServiceAccount tokens and are being rejected.".into(),
+        format!(
+            "The apiservers rejected {} requests carrying legacy tokens whose Secret is labelled \
+             kubernetes.io/legacy-token-invalid-since in the last 5m ({} in the last 1h). These \
+             clients are failing now.",
+            humanize(recent as f64),
+            or_unknown(uses.increase("1h").map(|n| humanize(n as f64))),
+        ),
+    ))
+}
+
+fn alert(
+    name: &str,
+    severity: &str,
+    labels: &[(&str, &str)],
+    summary: String,
+    description: String,
+) -> Alert {
+    let mut l = BTreeMap::from([
+        ("alertname".to_owned(), name.to_owned()),
+        ("severity".to_owned(), severity.to_owned()),
+    ]);
+    l.extend(
+        labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    Alert {
+        labels: l,
+        annotations: BTreeMap::from([
+            ("summary".to_owned(), summary),
+            ("description".to_owned(), description),
+            ("runbook_url".to_owned(), format!("{RUNBOOK_BASE}{name}.md")),
+        ]),
+    }
+}
+
+fn or_unknown(value: Option<String>) -> String {
+    value.unwrap_or_else(|| "(unknown)".to_owned())
+}
+
+// Prometheus' template functions, so pushed and rule-evaluated alerts print
+// numbers alike.
+
+/// `humanize`: SI prefixes and four significant digits (`42`, `1.235k`, `500m`).
+fn humanize(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return go_g4(v);
+    }
+    let mut v = v;
+    let mut prefix = "";
+    if v.abs() >= 1.0 {
+        for p in ["k", "M", "G", "T", "P", "E", "Z", "Y"] {
+            if v.abs() < 1000.0 {
+                break;
+            }
+            prefix = p;
+            v /= 1000.0;
+        }
+    } else {
+        for p in ["m", "u", "n", "p", "f", "a", "z", "y"] {
+            if v.abs() >= 1.0 {
+                break;
+            }
+            prefix = p;
+            v *= 1000.0;
+        }
+    }
+    format!("{}{prefix}", go_g4(v))
+}
+
+/// `humanizePercentage`: a ratio as `humanize` of its percentage.
+fn humanize_percentage(ratio: f64) -> String {
+    format!("{}%", humanize(ratio * 100.0))
+}
+
+/// `humanizeDuration`: `7d 0h 0m 0s`, `1h 2m 3s`, `4m 5s`, `42s`, `250ms`.
+fn humanize_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (days, hours, minutes, seconds) =
+        (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if days != 0 {
+        format!("{days}d {hours}h {minutes}m {seconds}s")
+    } else if hours != 0 {
+        format!("{hours}h {minutes}m {seconds}s")
+    } else if minutes != 0 {
+        format!("{minutes}m {seconds}s")
+    } else if secs >= 1 || d.is_zero() {
+        format!("{}s", go_g4(d.as_secs_f64()))
+    } else {
+        format!("{}ms", go_g4(d.as_secs_f64() * 1000.0))
+    }
+}
+
+/// `humanizeTimestamp`: Go's `time.Time` string in UTC,
+/// `2023-11-14 22:13:20 +0000 UTC`, with milliseconds when there are any.
+fn humanize_timestamp(t: Timestamp) -> String {
+    let (date, time, millis) = civil(t);
+    let fraction = if millis == 0 {
+        String::new()
+    } else {
+        format!(".{millis:03}").trim_end_matches('0').to_owned()
+    };
+    format!("{date} {time}{fraction} +0000 UTC")
+}
+
+/// RFC 3339 in UTC with milliseconds, as Alertmanager's API takes it.
+fn rfc3339(t: Timestamp) -> String {
+    let (date, time, millis) = civil(t);
+    format!("{date}T{time}.{millis:03}Z")
+}
+
+/// The UTC date (`YYYY-MM-DD`), time of day (`HH:MM:SS`) and milliseconds of `t`.
+fn civil(t: Timestamp) -> (String, String, i64) {
+    let millis = t.as_millis();
+    let secs = millis.div_euclid(1000);
+    let (days, of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's days-to-civil, valid for the proleptic Gregorian calendar.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (
+        format!("{year:04}-{month:02}-{day:02}"),
+        format!(
+            "{:02}:{:02}:{:02}",
+            of_day / 3600,
+            of_day / 60 % 60,
+            of_day % 60
+        ),
+        millis.rem_euclid(1000),
+    )
+}
+
+/// Go's `%.4g`: four significant digits, trailing zeros dropped, exponent
+/// form below 1e-4 and from 1e4 on.
+fn go_g4(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
+    }
+    if v == 0.0 {
+        return "0".into();
+    }
+    // Rounding to four digits first gives the exponent Go decides on.
+    let sci = format!("{v:.3e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if !(-4..4).contains(&exp) {
+        let mantissa = trim_fraction(mantissa);
+        let sign = if exp < 0 { '-' } else { '+' };
+        return format!("{mantissa}e{sign}{:02}", exp.abs());
+    }
+    let decimals = usize::try_from(3 - exp).unwrap_or(0);
+    trim_fraction(&format!("{v:.decimals$}")).to_owned()
+}
+
+fn trim_fraction(s: &str) -> &str {
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{KindUses, ScrapeErrorKind};
+    use crate::verdict::Reason;
+
+    const H: Duration = Duration::from_secs(3600);
+    const M: Duration = Duration::from_secs(60);
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn ts(secs: i64) -> Timestamp {
+        Timestamp::from_secs(secs)
+    }
+
+    fn cutover(name: &str, state: State, since: Timestamp) -> CutoverStatus {
+        CutoverStatus {
+            name: name.into(),
+            window_seconds: 7 * 86_400,
+            state,
+            reason: match state {
+                State::Blind => Reason::CoverageGap,
+                State::InUse => Reason::QuietCounterIncreased,
+                State::NoSignal => Reason::NoEvidence,
+                State::Ready => Reason::QuietForWindow,
+            },
+            since,
+            last_use: None,
+            increase: 0,
+            evidence_increase: None,
+            coverage_ratio: 1.0,
+            ready_in_seconds: None,
+            regressions: 0,
+            last_regression: None,
+        }
+    }
+
+    fn with_cutover(c: CutoverStatus) -> Status {
+        Status {
+            cutovers: vec![c],
+            ..Status::default()
+        }
+    }
+
+    fn target(instance: &str, up: bool, last_success: Option<Timestamp>) -> TargetHealth {
+        TargetHealth {
+            instance: instance.into(),
+            up,
+            last_success,
+            last_error: (!up).then_some(ScrapeErrorKind::Timeout),
+            ..TargetHealth::default()
+        }
+    }
+
+    fn invalid_uses(five_minutes: u64, hour: u64) -> Status {
+        Status {
+            kinds: vec![KindUses {
+                kind: TokenKind::InvalidLegacyAuto,
+                total: 100,
+                increases: vec![("5m".into(), five_minutes), ("1h".into(), hour)],
+            }],
+            ..Status::default()
+        }
+    }
+
+    /// Expected alerts as (labels without alertname, alertname, description);
+    /// summaries and runbook URLs are checked against the rules file below.
+    fn check(status: &Status, now: Timestamp, seen: &FirstSeen, expected: &[(&str, &str, &str)]) {
+        let got = desired(status, now, seen);
+        let got: Vec<(String, String, String)> = got
+            .iter()
+            .map(|a| {
+                let labels = a
+                    .labels
+                    .iter()
+                    .filter(|(k, _)| *k != "alertname")
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                (
+                    labels,
+                    a.name().to_owned(),
+                    a.annotations["description"].clone(),
+                )
+            })
+            .collect();
+        let expected: Vec<(String, String, String)> = expected
+            .iter()
+            .map(|(l, n, d)| ((*l).to_owned(), (*n).to_owned(), (*d).to_owned()))
+            .collect();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn in_use_cutovers_fire_after_five_minutes() {
+        // The numbers of deploy/rules/tests/LegacyServiceAccountTokensInUse.yaml,
+        // so the texts can be compared with the rule's expected annotations.
+        let mut legacy = cutover("legacy-tokens", State::InUse, ts(1_699_990_000));
+        legacy.increase = 42;
+        legacy.last_use = Some(ts(1_700_000_000));
+        let now = ts(1_700_000_600);
+        check(
+            &with_cutover(legacy.clone()),
+            now,
+            &FirstSeen::new(),
+            &[(
+                "cutover=legacy-tokens,severity=warning",
+                "LegacyServiceAccountTokensInUse",
+                "Cutover legacy-tokens: the apiservers counted 42 legacy-token authentications in the \
+                 last 7d 0h 0m 0s window; last use at 2023-11-14 22:13:20 +0000 UTC, in use since \
+                 2023-11-14 19:26:40 +0000 UTC. Removing or invalidating Secret-based tokens now \
+                 would break these clients.",
+            )],
+        );
+        // Pending, like `for: 5m`.
+        legacy.since = now - 4 * M;
+        check(&with_cutover(legacy.clone()), now, &FirstSeen::new(), &[]);
+        legacy.since = now - 5 * M;
+        legacy.name = "legacy-auto-tokens".into();
+        legacy.window_seconds = 86_400;
+        legacy.increase = 12_345;
+        legacy.last_use = None;
+        check(
+            &with_cutover(legacy),
+            now,
+            &FirstSeen::new(),
+            &[(
+                "cutover=legacy-auto-tokens,severity=warning",
+                "LegacyServiceAccountTokensInUse",
+                "Cutover legacy-auto-tokens: the apiservers counted 12.35k legacy-token \
+                 authentications in the last 1d 0h 0m 0s window; last use at (unknown), in use \
+                 since 2023-11-14 22:18:20 +0000 UTC. Removing or invalidating Secret-based tokens \
+                 now would break these clients.",
+            )],
+        );
+
+        let mut stale = cutover("token-expiry-extension", State::InUse, ts(1_699_990_000));
+        stale.window_seconds = 86_400;
+        stale.increase = 17;
+        stale.last_use = Some(ts(1_700_000_000));
+        check(
+            &with_cutover(stale.clone()),
+            now,
+            &FirstSeen::new(),
+            &[(
+                "cutover=token-expiry-extension,severity=warning",
+                "StaleServiceAccountTokensInUse",
+                "Cutover token-expiry-extension: the apiservers counted 17 authentications with \
+                 stale projected tokens (used more than an hour after issue, past warnafter) in the \
+                 last 1d 0h 0m 0s window; last use at 2023-11-14 22:13:20 +0000 UTC, in use since \
+                 2023-11-14 19:26:40 +0000 UTC. These clients do not re-read their token; they will \
+                 get 401 about an hour after --service-account-extend-token-expiration=false.",
+            )],
+        );
+        // No signal is not stale-token use.
+        stale.state = State::NoSignal;
+        check(&with_cutover(stale), now, &FirstSeen::new(), &[]);
+    }
+
+    #[test]
+    fn ready_fires_after_five_minutes_with_window_and_coverage() {
+        let mut ready = cutover("legacy-tokens", State::Ready, ts(1_700_000_000));
+        ready.coverage_ratio = 0.9987;
+        check(
+            &with_cutover(ready.clone()),
+            ts(1_700_000_300),
+            &FirstSeen::new(),
+            &[(
+                "cutover=legacy-tokens,severity=info",
+                "ServiceAccountTokenCutoverReady",
+                "Cutover legacy-tokens: no use in a fully observed 7d 0h 0m 0s window (observed \
+                 coverage 99.87% across all apiserver instances), ready since 2023-11-14 22:13:20 \
+                 +0000 UTC. Follow the runbook before switching.",
+            )],
+        );
+        check(
+            &with_cutover(ready),
+            ts(1_700_000_299),
+            &FirstSeen::new(),
+            &[],
+        );
+    }
+
+    #[test]
+    fn blind_fires_only_when_longer_than_the_window() {
+        // The numbers of deploy/rules/tests/CutoverAuditorBlind.yaml.
+        let blind = cutover("legacy-tokens", State::Blind, ts(3600));
+        check(
+            &with_cutover(blind.clone()),
+            Timestamp::EPOCH + 8 * DAY,
+            &FirstSeen::new(),
+            &[(
+                "cutover=legacy-tokens,severity=warning",
+                "CutoverAuditorBlind",
+                "Cutover legacy-tokens has been blind for 7d 23h 0m 0s (since 1970-01-01 01:00:00 \
+                 +0000 UTC), longer than its 7d 0h 0m 0s window; reason: coverage_gap. The auditor \
+                 can neither confirm use nor declare the cutover ready.",
+            )],
+        );
+        // Blind for exactly the window is not longer than it.
+        check(
+            &with_cutover(blind),
+            Timestamp::EPOCH + 169 * H,
+            &FirstSeen::new(),
+            &[],
+        );
+        let no_signal = cutover("legacy-auto-tokens", State::NoSignal, ts(3600));
+        check(
+            &with_cutover(no_signal),
+            Timestamp::EPOCH + 30 * DAY,
+            &FirstSeen::new(),
+            &[],
+        );
+    }
+
+    #[test]
+    fn regression_fires_for_an_hour() {
+        let now = ts(1_700_003_600);
+        let mut c = cutover("legacy-tokens", State::InUse, now - M);
+        c.regressions = 2;
+        c.last_regression = Some(now - M);
+        c.last_use = Some(ts(1_700_000_000));
+        let fired = [(
+            "cutover=legacy-tokens,severity=critical",
+            "ServiceAccountTokenCutoverRegressed",
+            "Cutover legacy-tokens went from ready to in_use at 2023-11-14 23:12:20 +0000 UTC (2 \
+             time(s) since observation began); current state in_use, last use at 2023-11-14 \
+             22:13:20 +0000 UTC. If the switch was already made, these clients are failing now.",
+        )];
+        check(&with_cutover(c.clone()), now, &FirstSeen::new(), &fired);
+        // 59 minutes on, the in-use alert fires too; at 61 minutes only it does.
+        let later = now + 58 * M;
+        let got = desired(&with_cutover(c.clone()), later, &FirstSeen::new());
+        let names: Vec<&str> = got.iter().map(Alert::name).collect();
+        assert_eq!(
+            names,
+            [
+                "LegacyServiceAccountTokensInUse",
+                "ServiceAccountTokenCutoverRegressed"
+            ]
+        );
+        let got = desired(&with_cutover(c.clone()), now + 60 * M, &FirstSeen::new());
+        let names: Vec<&str> = got.iter().map(Alert::name).collect();
+        assert_eq!(names, ["LegacyServiceAccountTokensInUse"]);
+        c.regressions = 0;
+        c.last_regression = None;
+        c.since = now;
+        check(&with_cutover(c), now, &FirstSeen::new(), &[]);
+    }
+
+    #[test]
+    fn scrape_failing_after_ten_minutes_without_success() {
+        let now = ts(1_700_000_000);
+        let failing = "instance=192.0.2.10:6443,severity=warning";
+        let text = |error: &str| {
+            format!(
+                "Apiserver instance 192.0.2.10:6443 has not been scraped successfully for more \
+                 than 10m (last error: {error}). Its token counters are unknown, so no cutover can \
+                 turn ready until scraping recovers."
+            )
+        };
+        let status = |t: TargetHealth| Status {
+            targets: vec![t],
+            evaluated_at: Some(now),
+            ..Status::default()
+        };
+        let down = target("192.0.2.10:6443", false, Some(now - 11 * M));
+        check(
+            &status(down.clone()),
+            now,
+            &FirstSeen::new(),
+            &[(failing, "CutoverAuditorScrapeFailing", &text("timeout"))],
+        );
+        let recent = target("192.0.2.10:6443", false, Some(now - 9 * M));
+        check(&status(recent), now, &FirstSeen::new(), &[]);
+        let up = target("192.0.2.10:6443", true, Some(now - 11 * M));
+        check(&status(up), now, &FirstSeen::new(), &[]);
+
+        // Never succeeded: dated from when the target was first listed.
+        let mut never = target("192.0.2.10:6443", false, None);
+        never.last_error = None;
+        let mut seen = FirstSeen::new();
+        let mut first = status(never.clone());
+        first.evaluated_at = Some(now - 11 * M);
+        seen.observe(&first, now - 11 * M);
+        check(
+            &status(never.clone()),
+            now,
+            &seen,
+            &[(failing, "CutoverAuditorScrapeFailing", &text("(unknown)"))],
+        );
+        first.evaluated_at = Some(now - 5 * M);
+        let mut recently = FirstSeen::new();
+        recently.observe(&first, now - 5 * M);
+        check(&status(never.clone()), now, &recently, &[]);
+        // Not seen at all: counts as first seen now.
+        check(&status(never), now, &FirstSeen::new(), &[]);
+    }
+
+    #[test]
+    fn first_seen_keeps_the_first_listing_and_forgets_departed_targets() {
+        let listed = |instances: &[&str], at: i64| Status {
+            evaluated_at: Some(ts(at)),
+            targets: instances.iter().map(|i| target(i, true, None)).collect(),
+            ..Status::default()
+        };
+        let mut seen = FirstSeen::new();
+        seen.observe(&listed(&["a:1"], 100), ts(999));
+        seen.observe(&listed(&["a:1", "b:1"], 200), ts(999));
+        assert_eq!(
+            (seen.get("a:1"), seen.get("b:1")),
+            (Some(ts(100)), Some(ts(200)))
+        );
+        seen.observe(&listed(&["b:1"], 300), ts(999));
+        seen.observe(&listed(&["a:1", "b:1"], 400), ts(999));
+        assert_eq!(
+            (seen.get("a:1"), seen.get("b:1")),
+            (Some(ts(400)), Some(ts(200)))
+        );
+        // Before the first evaluation, `now` dates the listing.
+        let mut early = FirstSeen::new();
+        let mut status = listed(&["c:1"], 0);
+        status.evaluated_at = None;
+        early.observe(&status, ts(50));
+        assert_eq!(early.get("c:1"), Some(ts(50)));
+    }
+
+    #[test]
+    fn invalidated_tokens_fire_on_the_five_minute_increase() {
+        check(
+            &invalid_uses(12, 30),
+            ts(1_700_000_000),
+            &FirstSeen::new(),
+            &[(
+                "kind=invalid_legacy_auto,severity=critical,window=5m",
+                "InvalidatedLegacyTokensPresented",
+                "The apiservers rejected 12 requests carrying legacy tokens whose Secret is \
+                 labelled kubernetes.io/legacy-token-invalid-since in the last 5m (30 in the last \
+                 1h). These clients are failing now.",
+            )],
+        );
+        check(
+            &invalid_uses(0, 30),
+            ts(1_700_000_000),
+            &FirstSeen::new(),
+            &[],
+        );
+        let mut other = invalid_uses(12, 30);
+        other.kinds[0].kind = TokenKind::LegacyAuto;
+        check(&other, ts(1_700_000_000), &FirstSeen::new(), &[]);
+        check(
+            &Status::default(),
+            ts(1_700_000_000),
+            &FirstSeen::new(),
+            &[],
+        );
+    }
+
+    /// Names, severities, summaries (with the template's label filled in) and
+    /// runbook URLs must be those of the rules file.
+    #[test]
+    fn alerts_match_the_rules_file() {
+        let rules: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/deploy/rules/cutover-auditor.rules.yaml"
+            ))
+            .expect("rules file"),
+        )
+        .expect("rules YAML");
+        let mut by_name = BTreeMap::new();
+        for group in rules["groups"].as_sequence().expect("groups") {
+            for rule in group["rules"].as_sequence().expect("rules") {
+                by_name.insert(
+                    rule["alert"].as_str().expect("alert").to_owned(),
+                    rule.clone(),
+                );
+            }
+        }
+
+        // One status that fires every pushed alert.
+        let now = ts(1_700_000_000);
+        let mut in_use = cutover("legacy-tokens", State::InUse, now - H);
+        in_use.regressions = 1;
+        in_use.last_regression = Some(now - H / 2);
+        let mut stale = cutover("token-expiry-extension", State::InUse, now - H);
+        stale.window_seconds = 86_400;
+        let ready = cutover("legacy-auto-tokens", State::Ready, now - H);
+        let mut blind = cutover("legacy-auto-tokens", State::Blind, now - 8 * DAY);
+        blind.name = "other".into();
+        let mut status = invalid_uses(1, 1);
+        status.cutovers = vec![in_use, stale, ready, blind];
+        status.targets = vec![target("192.0.2.10:6443", false, Some(now - H))];
+        let got = desired(&status, now, &FirstSeen::new());
+
+        let names: Vec<&str> = got.iter().map(Alert::name).collect();
+        let mut expected: Vec<&str> = by_name
+            .keys()
+            .map(String::as_str)
+            .filter(|n| *n != "CutoverAuditorDown")
+            .collect();
+        expected.sort_unstable();
+        assert_eq!(
+            names, expected,
+            "every rule but CutoverAuditorDown is pushed"
+        );
+
+        for alert in &got {
+            let rule = &by_name[alert.name()];
+            assert_eq!(
+                alert.labels["severity"],
+                rule["labels"]["severity"].as_str().expect("severity"),
+                "{}",
+                alert.name()
+            );
+            assert_eq!(
+                alert.annotations["runbook_url"],
+                rule["annotations"]["runbook_url"].as_str().expect("url"),
+            );
+            let path = format!(
+                "{}/docs/runbooks/{}.md",
+                env!("CARGO_MANIFEST_DIR"),
+                alert.name()
+            );
+            assert!(std::path::Path::new(&path).is_file(), "{path}");
+            let summary = rule["annotations"]["summary"]
+                .as_str()
+                .expect("summary")
+                .replace(
+                    "{{ $labels.cutover }}",
+                    alert.labels.get("cutover").map_or("", String::as_str),
+                )
+                .replace(
+                    "{{ $labels.instance }}",
+                    alert.labels.get("instance").map_or("", String::as_str),
+                );
+            assert_eq!(alert.annotations["summary"], summary);
+            assert_eq!(alert.annotations.len(), 3);
+        }
+    }
+
+    #[test]
+    fn prometheus_number_formats() {
+        let cases: &[(f64, &str)] = &[
+            (0.0, "0"),
+            (42.0, "42"),
+            (999.0, "999"),
+            (1000.0, "1k"),
+            (1234.0, "1.234k"),
+            (12_345.0, "12.35k"),
+            (2_500_000.0, "2.5M"),
+            (0.5, "500m"),
+            (99.87, "99.87"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(humanize(*v), *want, "humanize({v})");
+        }
+        assert_eq!(go_g4(12_345.0), "1.234e+04");
+        assert_eq!(go_g4(0.000_012_5), "1.25e-05");
+        assert_eq!(humanize_percentage(1.0), "100%");
+        assert_eq!(humanize_percentage(0.5), "50%");
+
+        let durations: &[(Duration, &str)] = &[
+            (7 * DAY, "7d 0h 0m 0s"),
+            (Duration::from_secs(3723), "1h 2m 3s"),
+            (Duration::from_secs(245), "4m 5s"),
+            (Duration::from_secs(42), "42s"),
+            (Duration::from_millis(1500), "1.5s"),
+            (Duration::from_millis(250), "250ms"),
+            (Duration::ZERO, "0s"),
+        ];
+        for (d, want) in durations {
+            assert_eq!(humanize_duration(*d), *want, "{d:?}");
+        }
+
+        let times: &[(i64, &str, &str)] = &[
+            (
+                1_700_000_000_000,
+                "2023-11-14 22:13:20 +0000 UTC",
+                "2023-11-14T22:13:20.000Z",
+            ),
+            (
+                3_600_000,
+                "1970-01-01 01:00:00 +0000 UTC",
+                "1970-01-01T01:00:00.000Z",
+            ),
+            (
+                1_709_164_800_500,
+                "2024-02-29 00:00:00.5 +0000 UTC",
+                "2024-02-29T00:00:00.500Z",
+            ),
+            (
+                1_704_067_199_123,
+                "2023-12-31 23:59:59.123 +0000 UTC",
+                "2023-12-31T23:59:59.123Z",
+            ),
+        ];
+        for (millis, human, api) in times {
+            let t = Timestamp::from_millis(*millis);
+            assert_eq!(humanize_timestamp(t), *human);
+            assert_eq!(rfc3339(t), *api);
+        }
+    }
+
+    #[test]
+    fn book_keeps_starts_stable_and_resends_resolutions_for_a_while() {
+        let lifetime = 3 * M;
+        let a = desired(&invalid_uses(1, 1), ts(0), &FirstSeen::new());
+        let mut book = Book::default();
+        assert!(book.update(a.clone(), ts(100), lifetime), "new alert");
+        assert!(
+            !book.update(a.clone(), ts(130), lifetime),
+            "nothing changed"
+        );
+        let batch = book.batch(ts(130), lifetime);
+        assert_eq!(batch.len(), 1);
+        assert_eq!(batch[0].starts_at, "1970-01-01T00:01:40.000Z");
+        assert_eq!(batch[0].ends_at, "1970-01-01T00:05:10.000Z");
+
+        let b = desired(&invalid_uses(2, 2), ts(0), &FirstSeen::new());
+        assert!(book.update(b, ts(160), lifetime), "annotations changed");
+        assert_eq!(
+            book.batch(ts(160), lifetime)[0].starts_at,
+            "1970-01-01T00:01:40.000Z"
+        );
+
+        assert!(book.update(Vec::new(), ts(200), lifetime), "resolved");
+        let batch = book.batch(ts(230), lifetime);
+        assert_eq!(batch.len(), 1);
+        assert_eq!(batch[0].ends_at, "1970-01-01T00:03:20.000Z");
+        book.update(Vec::new(), ts(379), lifetime);
+        assert_eq!(book.batch(ts(379), lifetime).len(), 1, "still re-sent");
+        book.update(Vec::new(), ts(380), lifetime);
+        assert!(book.batch(ts(380), lifetime).is_empty(), "retention over");
+
+        // Firing again starts afresh.
+        book.update(a, ts(400), lifetime);
+        assert_eq!(
+            book.batch(ts(400), lifetime)[0].starts_at,
+            "1970-01-01T00:06:40.000Z"
+        );
+    }
+
+    #[test]
+    fn batch_is_the_alertmanager_v2_shape() {
+        let mut book = Book::default();
+        book.update(
+            desired(&invalid_uses(1, 1), ts(0), &FirstSeen::new()),
+            ts(0),
+            M,
+        );
+        let json = serde_json::to_value(book.batch(ts(0), M)).expect("json");
+        let alert = &json[0];
+        assert_eq!(
+            alert["labels"]["alertname"],
+            "InvalidatedLegacyTokensPresented"
+        );
+        assert_eq!(alert["startsAt"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(alert["endsAt"], "1970-01-01T00:01:00.000Z");
+        assert!(alert["annotations"]["description"].is_string());
+    }
+
+    #[test]
+    fn pusher_takes_plain_http_base_urls_only() {
+        let metrics = Arc::new(Metrics::new("test").expect("metrics"));
+        let build = |urls: &[&str]| {
+            let config = AlertmanagerConfig {
+                urls: urls.iter().map(|u| (*u).to_owned()).collect(),
+                resend_interval: M,
+                timeout: Duration::from_secs(10),
+            };
+            Pusher::new(&config, Clock::real(), Arc::clone(&metrics))
+        };
+        let pusher = build(&["http://am-0:9093", "http://am.example/prefix/"]).expect("valid");
+        let urls: Vec<&str> = pusher.endpoints.iter().map(|e| e.alerts.as_str()).collect();
+        assert_eq!(
+            urls,
+            [
+                "http://am-0:9093/api/v2/alerts",
+                "http://am.example/prefix/api/v2/alerts"
+            ]
+        );
+        let kinds = |urls: &[&str]| build(urls).err().map(|e| e.kind());
+        assert_eq!(kinds(&[]), Some("no_urls"));
+        assert_eq!(kinds(&["https://am:9093"]), Some("bad_url"));
+        assert_eq!(kinds(&["http://u:p@am:9093"]), Some("bad_url"));
+        assert_eq!(kinds(&["am:9093"]), Some("bad_url"));
+        assert_eq!(kinds(&["http://am:9093/?x=1"]), Some("bad_url"));
+    }
+}
