@@ -464,7 +464,9 @@ impl RawConfig {
                 );
             }
             for (i, url) in am.urls.iter().enumerate() {
-                p.url(&format!("alertmanager.urls[{i}]"), url, &["http", "https"]);
+                // The in-cluster Alertmanager Service speaks plain HTTP; there is
+                // no CA to verify an https one against.
+                p.url(&format!("alertmanager.urls[{i}]"), url, &["http"]);
             }
             let resend_interval = p.duration(
                 "alertmanager.resend_interval",

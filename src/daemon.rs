@@ -19,6 +19,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+use crate::alerting::Pusher;
 use crate::clock::Clock;
 use crate::config::{Config, Targets};
 use crate::credentials::TokenFile;
@@ -92,6 +93,9 @@ pub enum DaemonError {
     /// Registering the metrics failed (a bug).
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    /// The Alertmanager push could not be set up.
+    #[error("cannot set up the Alertmanager push")]
+    Alerting(#[from] crate::alerting::AlertingError),
     /// Discovery could not be set up.
     #[error("cannot set up discovery")]
     Discovery(#[from] crate::discovery::DiscoveryError),
@@ -177,6 +181,11 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
     });
 
     let mut background: Vec<JoinHandle<()>> = Vec::new();
+    if let Some(am) = &config.alertmanager {
+        // Its own task: a slow or absent Alertmanager never delays scraping.
+        let pusher = Pusher::new(am, clock.clone(), Arc::clone(&metrics))?;
+        background.push(tokio::spawn(pusher.run(status_tx.subscribe())));
+    }
     let (targets_tx, targets_rx) = watch::channel::<Option<Vec<Target>>>(None);
     background.push(tokio::spawn(discover(Arc::clone(&shared), targets_tx)?));
     background.push(tokio::spawn(supervise_scrapers(

@@ -441,3 +441,104 @@ impl Drop for Alertmanager {
         self.kill();
     }
 }
+
+#[path = "support/daemon.rs"]
+mod daemon_support;
+
+const PUSH_WORLD: &str = r#"
+name = "alertmanager-push"
+speed = 60.0
+page_kib = 8
+
+[[instances]]
+version = "1.30.4"
+count = 2
+
+[[clients]]
+kind = "legacy_auto"
+interval = "10s"
+targets = "round_robin"
+from = "1m"
+until = "4m"
+"#;
+
+/// The daemon on the simulator pushing to a real Alertmanager: the alert
+/// appears, survives an Alertmanager restart through re-sending, and clears
+/// when the cutover turns ready; Alertmanager being down changes nothing in
+/// scraping or verdicts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_pushes_its_alerts_and_an_absent_alertmanager_changes_nothing() {
+    use daemon_support::{Daemon, config_for, start_world, test_dir};
+    let dir = scratch("daemon");
+    let mut am = Alertmanager::start(&dir, "am", free_port());
+    am.wait_ready().await;
+    let work = test_dir("am-push-world");
+    let (sim, clock, _) = start_world(PUSH_WORLD, &work).await;
+    let extra = format!(
+        "[alertmanager]\nurls = [\"{}\"]\nresend_interval = \"1m\"\ntimeout = \"5s\"\n\
+         [cutovers.legacy-tokens]\nwindow = \"10m\"\n[cutovers.legacy-auto-tokens]\nwindow = \"10m\"\n",
+        am.url
+    );
+    let config = config_for(&sim, &work.join("state.json"), "30s", "20s", &extra);
+    let daemon = Daemon::start(config, clock.clone()).await;
+    daemon.wait_evaluated().await;
+    let in_use = |alerts: &[Value]| {
+        alerts
+            .iter()
+            .find(|a| {
+                a["labels"]["alertname"] == "LegacyServiceAccountTokensInUse"
+                    && a["labels"]["cutover"] == "legacy-tokens"
+            })
+            .cloned()
+    };
+
+    // In use from about 1m; pending for 5m like the rule's `for`.
+    clock.sleep(Duration::from_secs(6 * 60 + 30)).await;
+    let alert = am.wait_for("the legacy-tokens in-use alert", in_use).await;
+    assert_eq!(alert["labels"]["severity"], "warning");
+    let description = alert["annotations"]["description"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(description.contains("legacy-tokens"), "{description}");
+
+    // Alertmanager down for two simulated minutes: scraping and verdicts go on.
+    am.kill();
+    clock.sleep(Duration::from_secs(120)).await;
+    let status = daemon.status().await;
+    assert!(status.targets.iter().all(|t| t.up), "{:?}", status.targets);
+    let legacy = status
+        .cutovers
+        .iter()
+        .find(|c| c.name == "legacy-tokens")
+        .expect("legacy-tokens");
+    assert_eq!(legacy.state, State::InUse);
+    let (page, _) = daemon.metrics(&["cutover_alertmanager_errors_total"]).await;
+    assert!(
+        page.family_sum("cutover_alertmanager_errors_total")
+            .unwrap_or(0.0)
+            > 0.0
+    );
+
+    // Back with empty storage: the re-send brings the alert back.
+    am.restart(&dir);
+    am.wait_ready().await;
+    am.wait_for("the alert re-sent after the restart", in_use)
+        .await;
+
+    // The last use (about 4m) leaves the 10m window: ready, and the in-use
+    // alert is resolved.
+    clock.sleep(Duration::from_secs(5 * 60)).await;
+    let status = daemon.status().await;
+    let legacy = status
+        .cutovers
+        .iter()
+        .find(|c| c.name == "legacy-tokens")
+        .expect("legacy-tokens");
+    assert_eq!(legacy.state, State::Ready, "{status:?}");
+    am.wait_for("the in-use alert resolved", |alerts| {
+        in_use(alerts).is_none().then_some(())
+    })
+    .await;
+    daemon.stop().await;
+    sim.shutdown().await;
+}

@@ -200,6 +200,10 @@ fn bad_configs_name_the_key_and_the_problem() {
             &format!("{STATIC}[alertmanager]\nurls = [\"ftp://am\"]"),
             &["alertmanager.urls[0]: scheme \"ftp\" is not allowed here"],
         ),
+        (
+            &format!("{STATIC}[alertmanager]\nurls = [\"http://am:9093\", \"https://am2:9093\"]"),
+            &["alertmanager.urls[1]: scheme \"https\" is not allowed here; use http"],
+        ),
         // Several problems are all reported at once.
         (
             "[scrape]\ninterval = \"x\"\n[log]\nlevel = \"loud\"",
