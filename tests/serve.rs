@@ -1,0 +1,332 @@
+//! The built binary as an operator runs it: `serve` against simulated
+//! apiservers (its `/metrics` passes `promtool check metrics`, SIGTERM drains
+//! and writes the state), `--check-config` on good and bad files, and `demo`.
+
+#[path = "support/daemon.rs"]
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{start_world, test_dir};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_cutover-auditor"))
+}
+
+/// Kills the child when the test ends, passed or not.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+const WORLD: &str = r#"
+name = "serve-binary"
+cache_ttl = "1s"
+speed = 1.0
+page_kib = 32
+[[instances]]
+version = "1.35.0"
+count = 2
+[[clients]]
+kind = "legacy_manual"
+interval = "1s"
+targets = "all"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_exports_checked_metrics_and_drains_on_sigterm() {
+    let dir = test_dir("serve-binary");
+    let (sim, _, _) = start_world(WORLD, &dir).await;
+    let port = free_port();
+    let state = dir.join("state.json");
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+listen = "127.0.0.1:{port}"
+[scrape]
+interval = "1s"
+timeout = "800ms"
+[targets.kubernetes]
+api_server = "https://{service}"
+token_file = "{token}"
+ca_file = "{ca}"
+[cutovers.legacy-tokens]
+window = "1m"
+coverage_tolerance = "10s"
+[state]
+path = "{state}"
+[log]
+format = "json"
+level = "info"
+"#,
+            service = sim.service_address(),
+            token = sim.token_path().display(),
+            ca = sim.ca_path().display(),
+            state = state.display(),
+        ),
+    )
+    .unwrap();
+    let mut child = Guard(
+        bin()
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start serve"),
+    );
+    let stderr = child.0.stderr.take().expect("stderr");
+    let logs = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+
+    // Ready after the first evaluation.
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200);
+        if ready {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not ready within 20 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let page = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for addr in sim.instance_addresses() {
+        let line = format!("cutover_scrape_success{{instance=\"{addr}\"}} 1");
+        assert!(page.contains(&line), "{line} missing in\n{page}");
+    }
+    assert!(
+        page.contains("cutover_state{cutover=\"legacy-tokens\",state=\"in_use\"} 1"),
+        "{page}"
+    );
+    let metrics_file = dir.join("metrics.txt");
+    std::fs::write(&metrics_file, &page).unwrap();
+    let promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&metrics_file).unwrap())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run promtool ({e}); install the Debian package `prometheus`")
+        });
+    assert!(
+        promtool.status.success() && promtool.stdout.is_empty() && promtool.stderr.is_empty(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&promtool.stdout),
+        String::from_utf8_lossy(&promtool.stderr)
+    );
+    let html = client
+        .get(format!("{base}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("legacy-tokens"), "{html}");
+
+    // SIGTERM: drain, write the state, exit 0 within the grace period.
+    let pid = child.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no exit within 15 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status}");
+    assert!(state.exists(), "state written on shutdown");
+    let logs = logs.join().unwrap();
+    let token = std::fs::read_to_string(sim.token_path()).unwrap();
+    for line in &logs {
+        let parsed: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+        assert!(
+            parsed.get("level").is_some() || parsed.get("fields").is_some(),
+            "{line}"
+        );
+        assert!(
+            !line.contains(token.trim()),
+            "a log line holds the token: {line}"
+        );
+    }
+    assert!(
+        logs.iter().any(|l| l.contains("verdict changed")),
+        "{logs:#?}"
+    );
+    sim.shutdown().await;
+}
+
+/// Runs `serve --check-config` on `text`; returns (exit code, stderr + stdout).
+fn check_config(dir: &Path, name: &str, text: &str) -> (Option<i32>, String) {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    let out = bin()
+        .args(["serve", "--check-config", "--config"])
+        .arg(&path)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    (out.status.code(), text)
+}
+
+#[test]
+fn check_config_exits_64_naming_the_key() {
+    let dir = test_dir("check-config");
+    let cases: &[(&str, &str, i32, &str)] = &[
+        (
+            "good.toml",
+            "[[targets.static]]\nurl = \"https://127.0.0.1:6443\"\n",
+            0,
+            "valid (3 cutovers, scrape every 30s)",
+        ),
+        (
+            "unknown.toml",
+            "[scrape]\nintervall = \"30s\"\n",
+            64,
+            "unknown field `intervall`",
+        ),
+        (
+            "timeout.toml",
+            "[scrape]\ninterval = \"10s\"\ntimeout = \"20s\"\n[[targets.static]]\nurl = \"https://a:1\"\n",
+            64,
+            "scrape.timeout: must be shorter than scrape.interval (10s)",
+        ),
+        (
+            "not-in-cluster.toml",
+            "",
+            64,
+            "targets.kubernetes.api_server: not set and KUBERNETES_SERVICE_HOST",
+        ),
+    ];
+    for (name, text, code, message) in cases {
+        let (got, output) = check_config(&dir, name, text);
+        assert_eq!(got, Some(*code), "{name}: {output}");
+        assert!(
+            output.contains(message),
+            "{name}: expected {message:?} in {output}"
+        );
+        if *code == 64 {
+            assert!(
+                output.contains(name),
+                "{name}: the message names the file: {output}"
+            );
+        }
+    }
+    let missing = bin()
+        .args(["serve", "--check-config", "--config", "/nonexistent.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(64));
+}
+
+#[test]
+fn shipped_configs_are_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for file in ["config.example.toml", "deploy/base/config.toml"] {
+        let out = bin()
+            .args(["serve", "--check-config", "--config"])
+            .arg(root.join(file))
+            .env("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+            .env("KUBERNETES_SERVICE_PORT", "443")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn demo_shows_both_cutovers_turn_ready_through_a_restart() {
+    // At 120x the demo's 65 simulated minutes take about 33 real seconds.
+    let out = bin()
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--speed",
+            "120",
+            "--for",
+            "65m",
+        ])
+        .output()
+        .expect("run demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("status page: http://127.0.0.1:"),
+        "{stdout}"
+    );
+    let path_of = |cutover: &str| -> Vec<String> {
+        stdout
+            .lines()
+            .filter_map(|l| l.split_once("] ").map(|(_, rest)| rest))
+            .filter_map(|rest| rest.strip_prefix(&format!("{cutover}: ")))
+            .filter_map(|rest| rest.split(" (").next())
+            .map(str::to_owned)
+            .collect()
+    };
+    for cutover in ["legacy-tokens", "token-expiry-extension"] {
+        assert_eq!(
+            path_of(cutover),
+            ["(start) -> blind", "blind -> in_use", "in_use -> ready"],
+            "{cutover}: blind, then in use, then ready, and ready through the restart at 40m\n{stdout}"
+        );
+    }
+    assert!(!stdout.contains("REGRESSION"), "{stdout}");
+}
