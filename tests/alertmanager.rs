@@ -527,14 +527,7 @@ async fn the_daemon_pushes_its_alerts_and_an_absent_alertmanager_changes_nothing
 
     // The last use (about 4m) leaves the 10m window: ready, and the in-use
     // alert is resolved.
-    clock.sleep(Duration::from_secs(5 * 60)).await;
-    let status = daemon.status().await;
-    let legacy = status
-        .cutovers
-        .iter()
-        .find(|c| c.name == "legacy-tokens")
-        .expect("legacy-tokens");
-    assert_eq!(legacy.state, State::Ready, "{status:?}");
+    daemon.wait_state("legacy-tokens", State::Ready).await;
     am.wait_for("the in-use alert resolved", |alerts| {
         in_use(alerts).is_none().then_some(())
     })

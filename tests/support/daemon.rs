@@ -173,6 +173,29 @@ impl Daemon {
         panic!("no evaluation within 10 s");
     }
 
+    /// Waits (bounded: 30 s real) until `cutover` is in `state`; returns that status.
+    pub async fn wait_state(
+        &self,
+        cutover: &str,
+        state: cutover_auditor::verdict::State,
+    ) -> Status {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = self.status().await;
+            if s.cutovers
+                .iter()
+                .any(|c| c.name == cutover && c.state == state)
+            {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{cutover} not {state} within 30 s: {s:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Every verdict transition so far: (time, cutover, from, to, regression).
     pub fn transitions(&self) -> Vec<(Timestamp, String, Option<String>, String, bool)> {
         self.events
