@@ -2,6 +2,10 @@
 //! loopback: the listed addresses are exactly the simulator's present
 //! instances as they come and go, and failures name what failed.
 
+#[path = "support/tempdir.rs"]
+mod tempdir;
+use tempdir::TempDir;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -194,27 +198,4 @@ async fn discovery_failures_name_what_failed() {
     // The good credentials still work against the same simulator.
     assert_eq!(f.good().endpoints().await.expect("endpoints").len(), 2);
     f.sim.shutdown().await;
-}
-
-/// A directory removed on drop; tests leave nothing behind.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "cutover-discovery-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

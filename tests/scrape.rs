@@ -4,6 +4,10 @@
 //! ever carries a token. The clock is manual: simulated time moves only when
 //! a test says so, so pages and ground truth are read at the same instant.
 
+#[path = "support/tempdir.rs"]
+mod tempdir;
+use tempdir::TempDir;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -401,27 +405,4 @@ async fn a_401_rereads_the_token_file_and_retries_once() {
         .expect("retried with the re-read token");
     check_ground_truth(&f, 0, &ok);
     f.sim.shutdown().await;
-}
-
-/// A directory removed on drop; tests leave nothing behind.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "cutover-scrape-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

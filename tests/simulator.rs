@@ -3,9 +3,12 @@
 //! and pages whose counters equal the ground truth. The clock is manual, so
 //! simulated time only moves when a test says so.
 
+#[path = "support/tempdir.rs"]
+mod tempdir;
+use tempdir::TempDir;
+
 use std::io::Read as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use cutover_auditor::clock::Clock;
@@ -452,29 +455,6 @@ async fn every_outage_mode_is_observable() {
         );
     }
     f.sim.shutdown().await;
-}
-
-/// A directory removed on drop; tests leave nothing behind.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "cutover-sim-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 #[tokio::test]
