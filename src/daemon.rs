@@ -359,11 +359,28 @@ impl Core {
     }
 
     fn set_targets(&mut self, targets: &[String], now: Timestamp, metrics: &Metrics) {
-        for gone in self.targets.iter().filter(|t| !targets.contains(t)) {
+        // Instances of the ledger that are no target any more: ones that left
+        // since the last list, and, after a resume from the state file, ones
+        // that left while the daemon was down.
+        let gone: Vec<String> = self
+            .ledger
+            .instances()
+            .filter(|(name, l)| l.gone_at().is_none() && !targets.iter().any(|t| t == name))
+            .map(|(name, _)| name.to_owned())
+            .chain(
+                self.targets
+                    .iter()
+                    .filter(|t| !targets.contains(t))
+                    .cloned(),
+            )
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for gone in gone {
             info!(instance = %gone, "apiserver instance left; its unscraped tail is a coverage hole");
-            self.ledger.remove(gone, now);
-            self.health.remove(gone);
-            self.failure_logged.remove(gone);
+            self.ledger.remove(&gone, now);
+            self.health.remove(&gone);
+            self.failure_logged.remove(&gone);
         }
         for new in targets.iter().filter(|t| !self.targets.contains(t)) {
             info!(instance = %new, "apiserver instance found");

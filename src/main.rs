@@ -410,7 +410,8 @@ level = "warn"
                     let from = transition.from.map_or("(start)", |s| s.label());
                     let mut line = format!("[+{elapsed}] {}: {from} -> {} ({}", transition.cutover, transition.to, transition.reason);
                     if assessment.increase > 0 {
-                        line.push_str(&format!(", {} uses in the window", assessment.increase));
+                        let plural = if assessment.increase == 1 { "" } else { "s" };
+                        line.push_str(&format!(", {} use{plural} in the window", assessment.increase));
                     }
                     if let Some(d) = assessment.ready_in.filter(|d| !d.is_zero()) {
                         line.push_str(&format!(", ready in {} if quiet", humantime::format_duration(std::time::Duration::from_secs(d.as_secs()))));

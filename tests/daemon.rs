@@ -307,7 +307,7 @@ page_kib = 8
 
 [[instances]]
 version = "1.30.4"
-count = 2
+count = 3
 
 [[clients]]
 kind = "legacy"
@@ -316,11 +316,16 @@ targets = "all"
 from = "1m"
 until = "3m"
 
-# Instance 1 restarts while the daemon is down (from about 28m to 40m below).
+# While the daemon is down (from about 28m to 40m below), instance 1
+# restarts and instance 2 leaves for good.
 [[events]]
 at = "38m"
 action = "restart"
 instance = 1
+[[events]]
+at = "38m"
+action = "remove_instance"
+instance = 2
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -360,7 +365,8 @@ async fn state_file_carries_evidence_across_daemon_restarts_and_corruption_start
     b.stop().await;
 
     // Down until 40m while instance 1 restarts at 38m: the gap cannot be
-    // proven continuous on instance 1, so the verdict is blind.
+    // proven continuous on instance 1, so the verdict is blind. Instance 2,
+    // gone meanwhile, is no target any more: not `target_down`.
     assert!(
         clock.now() < origin + mins(32),
         "the daemon must be down for more than the tolerance before the restart"
