@@ -855,6 +855,7 @@ mod tests {
             last_use: None,
             increase: 0,
             evidence_increase: None,
+            unattributed: None,
             coverage_ratio: 1.0,
             ready_in_seconds: None,
             regressions: 0,

@@ -233,6 +233,9 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         for task in background {
             let _ = task.await;
         }
+        // Again: the evaluator may have set it between the first store and
+        // its abort; now that it has stopped, false stays false.
+        ready.store(false, Ordering::SeqCst);
         let status = shared.evaluate(&emit);
         let _ = status_tx.send(status);
         if let Some(path) = &config.state.path {

@@ -112,6 +112,9 @@ pub struct CutoverStatus {
     pub increase: u64,
     /// Increase of the evidence counter inside the window.
     pub evidence_increase: Option<u64>,
+    /// Uses of the attribution total the split counters did not classify.
+    #[serde(default)]
+    pub unattributed: Option<u64>,
     /// Observed share of the window (least-observed instance).
     pub coverage_ratio: f64,
     /// Seconds until ready if nothing changes; `None` when it cannot turn
@@ -136,6 +139,7 @@ impl CutoverStatus {
             last_use: a.last_use,
             increase: a.increase,
             evidence_increase: a.evidence_increase,
+            unattributed: a.unattributed,
             coverage_ratio: a.coverage,
             ready_in_seconds: a.ready_in.map(|d| d.as_secs()),
             regressions: verdict.regressions,

@@ -108,6 +108,13 @@ pub fn reason_sentence(c: &CutoverStatus, status: &Status, now: Timestamp) -> St
             "No use in the last {window}, but the evidence counter did not move either: nothing \
              proves that uses would have been counted, so silence proves nothing."
         ),
+        Reason::UnattributedUses => format!(
+            "No auto-generated legacy token use counted in the last {window}, but {} legacy token \
+             uses were not classified as auto, manual or invalidated (--service-account-lookup=false, \
+             or tokens rejected before the lookup): they could be auto-generated ones, so silence \
+             proves nothing.",
+            c.unattributed.unwrap_or(0)
+        ),
         Reason::QuietForWindow => {
             let evidence = c.evidence_increase.map_or(String::new(), |n| {
                 format!(", while the evidence counter rose by {n}, proving that uses would have been counted")
@@ -413,6 +420,7 @@ mod tests {
             last_use: None,
             increase: 0,
             evidence_increase: None,
+            unattributed: None,
             coverage_ratio: 1.0,
             ready_in_seconds: None,
             regressions: 0,
@@ -489,12 +497,14 @@ mod tests {
             name: "token-expiry-extension".into(),
             window_seconds: DAY,
             evidence_increase: Some(0),
+            unattributed: None,
             ..cutover(State::NoSignal, Reason::NoEvidence)
         };
         let ready = CutoverStatus {
             name: "token-expiry-extension".into(),
             window_seconds: DAY,
             evidence_increase: Some(1_234),
+            unattributed: None,
             ready_in_seconds: Some(0),
             ..cutover(State::Ready, Reason::QuietForWindow)
         };
@@ -553,6 +563,15 @@ mod tests {
                 no_signal,
                 up.clone(),
                 &["No use in the last 1d, but the evidence counter did not move either"],
+            ),
+            (
+                CutoverStatus {
+                    name: "legacy-auto-tokens".into(),
+                    unattributed: Some(3),
+                    ..cutover(State::NoSignal, Reason::UnattributedUses)
+                },
+                up.clone(),
+                &["but 3 legacy token uses were not classified as auto, manual or invalidated"],
             ),
             (
                 ready,

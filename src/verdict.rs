@@ -34,6 +34,20 @@ pub struct CutoverSpec {
     pub window: Duration,
     /// How much unobserved time per instance the window may contain.
     pub tolerance: Duration,
+    /// A total whose increase the quiet families and their siblings must
+    /// account for: uses the split counters did not classify could be of
+    /// the quiet kind, so silence of the quiet families proves nothing.
+    #[serde(default)]
+    pub attribution: Option<Attribution>,
+}
+
+/// The total counter and the counters that split it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attribution {
+    /// The family counting every use (`serviceaccount_legacy_tokens_total`).
+    pub total: String,
+    /// The families that classify those uses (auto, manual, invalid).
+    pub parts: Vec<String>,
 }
 
 /// Default tolerance of unobserved time per instance inside a window: a few
@@ -49,6 +63,7 @@ impl CutoverSpec {
             evidence: None,
             window,
             tolerance,
+            attribution: None,
         }
     }
 
@@ -64,6 +79,20 @@ impl CutoverSpec {
             evidence: None,
             window,
             tolerance,
+            // With --service-account-lookup=false, or tokens rejected before
+            // the lookup, legacy uses are counted but not split: they may be
+            // auto-generated ones.
+            attribution: Some(Attribution {
+                total: TokenKind::Legacy.family().into(),
+                parts: [
+                    TokenKind::LegacyAuto,
+                    TokenKind::LegacyManual,
+                    TokenKind::InvalidLegacyAuto,
+                ]
+                .iter()
+                .map(|k| k.family().into())
+                .collect(),
+            }),
         }
     }
 
@@ -76,6 +105,7 @@ impl CutoverSpec {
             evidence: Some(TokenKind::Valid.family().into()),
             window,
             tolerance,
+            attribution: None,
         }
     }
 
@@ -143,13 +173,16 @@ pub enum Reason {
     QuietCounterIncreased,
     /// The evidence counter did not increase inside the window.
     NoEvidence,
+    /// Uses of the total counter inside the window that its split counters
+    /// did not classify: they could be of the quiet kind.
+    UnattributedUses,
     /// Quiet for a fully observed window, with evidence.
     QuietForWindow,
 }
 
 impl Reason {
     /// Every reason, in the order of the exported `reason` label.
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 9] = [
         Reason::NoTargets,
         Reason::MetricAbsent,
         Reason::WarmingUp,
@@ -157,6 +190,7 @@ impl Reason {
         Reason::TargetDown,
         Reason::QuietCounterIncreased,
         Reason::NoEvidence,
+        Reason::UnattributedUses,
         Reason::QuietForWindow,
     ];
 
@@ -170,6 +204,7 @@ impl Reason {
             Reason::TargetDown => "target_down",
             Reason::QuietCounterIncreased => "quiet_counter_increased",
             Reason::NoEvidence => "no_evidence",
+            Reason::UnattributedUses => "unattributed_uses",
             Reason::QuietForWindow => "quiet_for_window",
         }
     }
@@ -195,6 +230,10 @@ pub struct Assessment {
     pub increase: u64,
     /// Increase of the evidence counter inside the window, if there is one.
     pub evidence_increase: Option<u64>,
+    /// Uses of the attribution total inside the window that its parts did
+    /// not classify, if the cutover has an attribution.
+    #[serde(default)]
+    pub unattributed: Option<u64>,
     /// Observed share of the window on the least-observed instance (0..=1).
     pub coverage: f64,
     /// Time until `ready` if nothing changes; `None` when it cannot turn
@@ -234,6 +273,16 @@ pub fn assess(spec: &CutoverSpec, ledger: &Ledger, now: Timestamp) -> Assessment
         .evidence
         .as_deref()
         .map(|family| ledger.family_increase(family, start));
+    let unattributed = spec.attribution.as_ref().map(|a| {
+        let parts: u64 = a
+            .parts
+            .iter()
+            .map(|f| ledger.family_increase(f, start))
+            .sum();
+        ledger
+            .family_increase(&a.total, start)
+            .saturating_sub(parts)
+    });
 
     // Coverage: each relevant instance's observed share of the part of the
     // window in which it had to be observed.
@@ -294,6 +343,8 @@ pub fn assess(spec: &CutoverSpec, ledger: &Ledger, now: Timestamp) -> Assessment
         (State::Blind, reason, Some(ready_at.since(now)))
     } else if evidence_increase == Some(0) {
         (State::NoSignal, Reason::NoEvidence, None)
+    } else if unattributed.is_some_and(|n| n > 0) {
+        (State::NoSignal, Reason::UnattributedUses, None)
     } else {
         (State::Ready, Reason::QuietForWindow, Some(Duration::ZERO))
     };
@@ -303,6 +354,7 @@ pub fn assess(spec: &CutoverSpec, ledger: &Ledger, now: Timestamp) -> Assessment
         last_use,
         increase,
         evidence_increase,
+        unattributed,
         coverage,
         ready_in,
         instances: relevant.len(),

@@ -227,6 +227,7 @@ fn cutover(name: &str, state: State, since: Timestamp) -> CutoverStatus {
         last_use: None,
         increase: 0,
         evidence_increase: None,
+        unattributed: None,
         coverage_ratio: 1.0,
         ready_in_seconds: None,
         regressions: 0,

@@ -71,6 +71,7 @@ fn allowed(metric: &str, label: &str, value: &str) -> bool {
             "target_down",
             "quiet_counter_increased",
             "no_evidence",
+            "unattributed_uses",
             "quiet_for_window",
         ]),
         ("cutover_scrape_errors_total", "reason") => one_of(&[
@@ -100,13 +101,15 @@ fn allowed(metric: &str, label: &str, value: &str) -> bool {
 }
 
 /// One scrape's counters: `legacy` and `valid` as given, the other token
-/// families at `others`.
+/// families at `others`; the legacy uses are manual ones (so the split
+/// counters account for all of them).
 fn observation(legacy: u64, valid: u64, others: u64, start: Timestamp) -> Observation {
     let values = TokenKind::ALL
         .iter()
         .map(|kind| {
             let value = match kind {
                 TokenKind::Legacy => legacy,
+                TokenKind::LegacyManual => others + legacy,
                 TokenKind::Valid => valid,
                 _ => others,
             };
@@ -359,7 +362,7 @@ fn label_values_are_bounded() {
     // one per kind and window.
     let count = |name: &str| samples.iter().filter(|s| s.name == name).count();
     assert_eq!(count("cutover_state"), 3 * 4);
-    assert_eq!(count("cutover_reason"), 3 * 8);
+    assert_eq!(count("cutover_reason"), 3 * 9);
     assert_eq!(count("cutover_token_uses_total"), 6);
     assert_eq!(count("cutover_token_uses_increase"), 6 * 4);
     assert_eq!(count("cutover_apiserver_token_uses_total"), 2 * 6);

@@ -106,6 +106,7 @@ fn sample_status() -> Status {
             last_use: Some(NOW - Duration::from_secs(3 * 3_600)),
             increase: 42,
             evidence_increase: None,
+            unattributed: None,
             coverage_ratio: 1.0,
             ready_in_seconds: Some(7 * 86_400 - 3 * 3_600),
             regressions: 1,

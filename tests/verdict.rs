@@ -412,3 +412,36 @@ fn removed_instance_counts_until_its_unobserved_tail_leaves_the_window() {
         Reason::QuietForWindow,
     );
 }
+
+#[test]
+fn legacy_uses_the_split_counters_did_not_classify_keep_legacy_auto_tokens_from_ready() {
+    // --service-account-lookup=false: legacy uses are counted, never split
+    // into auto/manual/invalid, so the auto counter's silence proves nothing.
+    let mut w = World::new(&[("a", &ALL_KINDS)], week_specs());
+    w.run(0, 8 * DAY, 30 * MIN, |w, t| {
+        if t == 7 * DAY {
+            w.bump_all(TokenKind::Legacy, 2);
+        }
+    });
+    let a = w.assess("legacy-auto-tokens", 8 * DAY);
+    assert_eq!(
+        (a.state, a.reason, a.unattributed),
+        (State::NoSignal, Reason::UnattributedUses, Some(2))
+    );
+    w.check(
+        "legacy-tokens",
+        8 * DAY,
+        State::InUse,
+        Reason::QuietCounterIncreased,
+    );
+    // Uses that were classified (manual ones) leave nothing unattributed.
+    let mut w = World::new(&[("a", &ALL_KINDS)], week_specs());
+    w.run(0, 8 * DAY, 30 * MIN, |w, t| {
+        if t == 7 * DAY {
+            w.bump_all(TokenKind::Legacy, 2);
+            w.bump_all(TokenKind::LegacyManual, 2);
+        }
+    });
+    let a = w.assess("legacy-auto-tokens", 8 * DAY);
+    assert_eq!((a.state, a.unattributed), (State::Ready, Some(0)));
+}
