@@ -278,13 +278,6 @@ fn millis_from_now(value: &Value) -> i64 {
     then - Timestamp::from_system_time(std::time::SystemTime::now()).as_millis()
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "cutover-alertmanager-{name}-{}",
@@ -445,6 +438,7 @@ impl Drop for Alertmanager {
 
 #[path = "support/daemon.rs"]
 mod daemon_support;
+use daemon_support::free_port;
 
 const PUSH_WORLD: &str = r#"
 name = "alertmanager-push"

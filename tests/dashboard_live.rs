@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use dashboard_queries::{Substitutions, load_dashboard, panel_queries};
 use serde_json::Value;
-use support::{Daemon, config_for, start_world, test_dir};
+use support::{Daemon, config_for, free_port, start_world, test_dir};
 
 const WORLD: &str = r#"
 name = "dashboard-live"
@@ -53,13 +53,6 @@ impl Drop for Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 fn start_prometheus(dir: &Path, target: &str) -> Prometheus {

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{start_world, test_dir};
+use support::{free_port, start_world, test_dir};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_cutover-auditor"))
@@ -24,13 +24,6 @@ impl Drop for Guard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 const WORLD: &str = r#"
