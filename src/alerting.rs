@@ -860,6 +860,7 @@ mod tests {
             ready_in_seconds: None,
             regressions: 0,
             last_regression: None,
+            blocking_instances: Vec::new(),
         }
     }
 

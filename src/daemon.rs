@@ -322,6 +322,8 @@ struct Core {
     targets: Vec<String>,
     /// Per target, when a failure was last logged.
     failure_logged: HashMap<String, Timestamp>,
+    /// Whether a clock step back is being reported (logged once per episode).
+    clock_skewed: bool,
 }
 
 impl Core {
@@ -333,6 +335,7 @@ impl Core {
             health: BTreeMap::new(),
             targets: Vec::new(),
             failure_logged: HashMap::new(),
+            clock_skewed: false,
         };
         let Some(path) = &config.state.path else {
             return (core, ResumeOutcome::Disabled);
@@ -345,7 +348,14 @@ impl Core {
             Ok(Loaded::Resumed(snapshot)) => {
                 info!(path = %path.display(), saved_at = %snapshot.saved_at, instances = snapshot.ledger.instances().count(),
                       "resumed the ledger; continuity is checked on each instance's next scrape");
+                if snapshot.saved_at > now {
+                    warn!(path = %path.display(), saved_at = %snapshot.saved_at, %now,
+                          skew_seconds = snapshot.saved_at.since(now).as_secs_f64(),
+                          "the state file was written ahead of this clock (the clock stepped back); samples are ordered after the saved ones until the clock catches up");
+                }
                 core.ledger = snapshot.ledger;
+                // Retention follows the current config, never the file's.
+                core.ledger.set_retention(retention_for(config));
                 core.trackers = snapshot.trackers;
                 (core, ResumeOutcome::Resumed)
             }
@@ -371,6 +381,12 @@ impl Core {
             .filter(|(name, l)| l.gone_at().is_none() && !targets.iter().any(|t| t == name))
             .map(|(name, _)| name.to_owned())
             .chain(
+                self.ledger
+                    .listed_unscraped()
+                    .filter(|(name, l)| l.gone_at.is_none() && !targets.iter().any(|t| t == name))
+                    .map(|(name, _)| name.to_owned()),
+            )
+            .chain(
                 self.targets
                     .iter()
                     .filter(|t| !targets.contains(t))
@@ -384,6 +400,11 @@ impl Core {
             self.ledger.remove(&gone, now);
             self.health.remove(&gone);
             self.failure_logged.remove(&gone);
+        }
+        // Every target is accounted for from the moment it is listed, scraped
+        // or not: until a good scrape it is unobserved.
+        for target in targets {
+            self.ledger.list(target, now);
         }
         for new in targets.iter().filter(|t| !self.targets.contains(t)) {
             info!(instance = %new, "apiserver instance found");
@@ -426,37 +447,67 @@ impl Core {
         };
         health.last_scrape = Some(ended);
         health.last_duration_seconds = Some(took.as_secs_f64());
-        match result {
+        let failure = match result {
             Ok((scraped, obs)) => {
                 if health.consecutive_failures > 0 {
                     info!(%instance, failures = health.consecutive_failures, "scrapes succeed again");
                 }
-                health.up = true;
-                health.last_success = Some(ended);
-                health.last_error = None;
-                health.last_error_detail = None;
-                health.consecutive_failures = 0;
-                health.kubernetes_version = scraped.page.kubernetes_version().map(str::to_owned);
                 let outcome = self.ledger.observe(instance, started, obs);
+                if let Some(skew) = outcome.clock_skew {
+                    if !self.clock_skewed {
+                        warn!(%instance, skew_seconds = skew.as_secs_f64(), at = %started,
+                              "the clock stepped back behind the last sample; samples are ordered after it until the clock catches up");
+                    }
+                    self.clock_skewed = true;
+                    metrics.observe_clock_step_back();
+                } else if outcome.incomplete.is_empty() {
+                    self.clock_skewed = false;
+                }
+                if outcome.mixed {
+                    warn!(%instance, "the process start time flapped back to one seen before: this address reaches more than one apiserver; verdicts are blind (mixed_instances)");
+                }
                 if let (Some(cause), Some(hole)) = (outcome.reset, outcome.hole) {
                     info!(%instance, ?cause, hole_seconds = hole.len().as_secs_f64(), "counter reset; the interval before it is a coverage hole");
                 }
-                metrics.observe_scrape(instance, took, Ok(()));
-            }
-            Err(e) => {
-                health.up = false;
-                health.last_error = Some(e.kind);
-                health.last_error_detail = Some(e.detail.clone());
-                health.consecutive_failures += 1;
-                let last = self.failure_logged.get(instance).copied();
-                if health.consecutive_failures == 1
-                    || last.is_none_or(|t| ended.since(t) >= FAILURE_LOG_EVERY)
-                {
-                    warn!(%instance, reason = %e.kind, detail = %e.detail, failures = health.consecutive_failures, "scrape failed");
-                    self.failure_logged.insert(instance.to_owned(), ended);
+                if !outcome.incomplete.is_empty() {
+                    let missing: Vec<&str> =
+                        outcome.incomplete.iter().map(|k| k.as_str()).collect();
+                    Err(ScrapeError {
+                        kind: ScrapeErrorKind::IncompletePage,
+                        detail: format!(
+                            "the page lacks {} series the last page of the same process had ({}); \
+                             not recorded: the time since the last complete page stays unobserved",
+                            missing.len(),
+                            missing.join(", ")
+                        ),
+                    })
+                } else {
+                    health.up = true;
+                    health.last_success = Some(ended);
+                    health.last_error = None;
+                    health.last_error_detail = None;
+                    health.consecutive_failures = 0;
+                    health.kubernetes_version =
+                        scraped.page.kubernetes_version().map(str::to_owned);
+                    metrics.observe_scrape(instance, took, Ok(()));
+                    Ok(())
                 }
-                metrics.observe_scrape(instance, took, Err(e.kind));
             }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = failure {
+            health.up = false;
+            health.last_error = Some(e.kind);
+            health.last_error_detail = Some(e.detail.clone());
+            health.consecutive_failures += 1;
+            let last = self.failure_logged.get(instance).copied();
+            if health.consecutive_failures == 1
+                || last.is_none_or(|t| ended.since(t) >= FAILURE_LOG_EVERY)
+            {
+                warn!(%instance, reason = %e.kind, detail = %e.detail, failures = health.consecutive_failures, "scrape failed");
+                self.failure_logged.insert(instance.to_owned(), ended);
+            }
+            metrics.observe_scrape(instance, took, Err(e.kind));
         }
     }
 
@@ -787,5 +838,50 @@ async fn scrape_loop(shared: Arc<Shared>, target: Target, watch: Watch) {
         };
         first = false;
         shared.clock.sleep(wait.max(Duration::from_millis(1))).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &std::path::Path, window: &str) -> Config {
+        let text = format!(
+            r#"
+[[targets.static]]
+url = "https://127.0.0.1:6443"
+ca_file = "{dir}/ca.crt"
+token_file = "{dir}/token"
+[cutovers.legacy-tokens]
+window = "{window}"
+[state]
+path = "{dir}/state.json"
+"#,
+            dir = dir.display()
+        );
+        Config::parse(&text, |_| None).expect("valid config")
+    }
+
+    #[test]
+    fn retention_follows_the_config_on_resume_not_the_state_file() {
+        let dir =
+            std::env::temp_dir().join(format!("cutover-core-retention-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let now = Timestamp::from_secs(1_800_000_000);
+        // Written by a daemon whose longest window was 7 days.
+        let (mut core, _) = Core::start(&config(&dir, "7d"), now);
+        let old = core.ledger.retention().horizon;
+        assert_eq!(old, Duration::from_secs(7 * 86_400 + 3_600));
+        core.ledger.list("127.0.0.1:6443", now);
+        state::save(&dir.join("state.json"), &core.snapshot(now)).unwrap();
+        // Restarted with a 14-day window: evidence for 14 days is kept.
+        let (core, resume) = Core::start(&config(&dir, "14d"), now);
+        assert_eq!(resume, ResumeOutcome::Resumed);
+        assert_eq!(
+            core.ledger.retention().horizon,
+            Duration::from_secs(14 * 86_400 + 3_600)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

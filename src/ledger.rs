@@ -146,6 +146,18 @@ pub struct ObserveOutcome {
     pub hole: Option<Interval>,
     /// Increments recorded by this observation, per series (non-zero only).
     pub increments: Vec<(SeriesKey, u64)>,
+    /// Series that the last sample of the same process had and this page
+    /// lacks: the page is incomplete and was not recorded. The time since the
+    /// last complete sample stays unobserved until a complete page proves
+    /// continuity (and its increase is then counted).
+    pub incomplete: Vec<SeriesKey>,
+    /// Set when the sample's time was not after the instance's last sample
+    /// (the wall clock stepped back): by how much. The sample was recorded
+    /// just after the last one, so evidence keeps flowing in sample order.
+    pub clock_skew: Option<Duration>,
+    /// Set when the process identity flapped back to a start time already
+    /// seen: the address mixes instances (a Service address).
+    pub mixed: bool,
 }
 
 /// Bounds on what the ledger keeps.
@@ -176,11 +188,36 @@ pub struct Ledger {
     /// started after it are covered from their start: they did not exist before.
     observing_since: Option<Timestamp>,
     instances: BTreeMap<String, InstanceLedger>,
+    /// Instances listed as targets that no scrape has succeeded on yet: their
+    /// time since the listing is unobserved.
+    #[serde(default)]
+    listed: BTreeMap<String, Listed>,
     /// Stitched totals of instances already pruned, so that summed totals
     /// never go down.
     retired_totals: BTreeMap<SeriesKey, u64>,
     retention: Retention,
 }
+
+/// An instance listed as a target and never scraped successfully.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listed {
+    /// When it was (last) listed.
+    pub since: Timestamp,
+    /// When it left the target set, if it did.
+    pub gone_at: Option<Timestamp>,
+}
+
+impl Listed {
+    /// Its unobserved part of `(start, now]`: all of its listed time.
+    pub fn unobserved(&self, start: Timestamp, now: Timestamp) -> Vec<Interval> {
+        let i = Interval::new(self.since, self.gone_at.unwrap_or(now).min(now)).clip(start, now);
+        if i.is_empty() { Vec::new() } else { vec![i] }
+    }
+}
+
+/// How many distinct process start times an instance remembers, to tell a
+/// restart from an address that mixes instances.
+const REMEMBERED_STARTS: usize = 8;
 
 /// One apiserver instance's ledger.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -198,6 +235,17 @@ pub struct InstanceLedger {
     totals: BTreeMap<SeriesKey, u64>,
     resets_total: u64,
     holes_total: u64,
+    /// When every counter of the current process was known to be zero
+    /// (its start, or a reset) inside the observed span; `None` when its
+    /// counters were first seen as a baseline.
+    #[serde(default)]
+    zero_at: Option<Timestamp>,
+    /// Process start times seen at this address, newest last (bounded).
+    #[serde(default)]
+    starts_seen: VecDeque<Timestamp>,
+    /// When samples showed the address mixing instances (bounded, newest last).
+    #[serde(default)]
+    mixed_at: VecDeque<Timestamp>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -211,6 +259,10 @@ struct LastSample {
 /// gauge in float seconds, header in whole seconds) round differently.
 const SAME_PROCESS_SLACK_MS: i64 = 1_000;
 
+fn same_process(a: Timestamp, b: Timestamp) -> bool {
+    (a.0 - b.0).abs() <= SAME_PROCESS_SLACK_MS
+}
+
 impl Ledger {
     /// An empty ledger with the given retention.
     pub fn new(retention: Retention) -> Ledger {
@@ -220,7 +272,7 @@ impl Ledger {
         }
     }
 
-    /// When this ledger first observed any instance.
+    /// When this ledger first observed (or listed) any instance.
     pub fn observing_since(&self) -> Option<Timestamp> {
         self.observing_since
     }
@@ -230,6 +282,34 @@ impl Ledger {
         self.retention
     }
 
+    /// Replaces the retention: it always follows the current configuration,
+    /// never the one a state file was written with.
+    pub fn set_retention(&mut self, retention: Retention) {
+        self.retention = retention;
+    }
+
+    /// Records that `instance` is a target as of `at`. An instance never
+    /// scraped successfully is unobserved from then until a good scrape; an
+    /// instance that had left and is listed again is required again, and its
+    /// next sample decides whether its counters were continuous.
+    pub fn list(&mut self, instance: &str, at: Timestamp) {
+        self.observing_since.get_or_insert(at);
+        if let Some(ledger) = self.instances.get_mut(instance) {
+            ledger.gone_at = None;
+            return;
+        }
+        let listed = self.listed.entry(instance.to_owned()).or_insert(Listed {
+            since: at,
+            gone_at: None,
+        });
+        listed.gone_at = None;
+    }
+
+    /// Instances listed and never scraped successfully.
+    pub fn listed_unscraped(&self) -> impl Iterator<Item = (&str, &Listed)> {
+        self.listed.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
     /// Records a successful scrape of `instance` at `at`.
     pub fn observe(&mut self, instance: &str, at: Timestamp, obs: Observation) -> ObserveOutcome {
         let since = *self.observing_since.get_or_insert(at);
@@ -237,7 +317,8 @@ impl Ledger {
         let outcome = match self.instances.get_mut(instance) {
             Some(ledger) => ledger.observe(at, obs),
             None => {
-                let (ledger, outcome) = InstanceLedger::first(since, at, obs);
+                let listed = self.listed.remove(instance).map(|l| l.since);
+                let (ledger, outcome) = InstanceLedger::first(since, listed, at, obs);
                 self.instances.insert(instance.to_owned(), ledger);
                 outcome
             }
@@ -252,6 +333,9 @@ impl Ledger {
     /// last sample stays unobserved; if it comes back, the next sample decides
     /// whether its counters were continuous.
     pub fn remove(&mut self, instance: &str, at: Timestamp) {
+        if let Some(listed) = self.listed.get_mut(instance) {
+            listed.gone_at.get_or_insert(at.max(listed.since));
+        }
         if let Some(ledger) = self.instances.get_mut(instance)
             && ledger.gone_at.is_none()
         {
@@ -281,6 +365,8 @@ impl Ledger {
                 }
             }
         }
+        self.listed
+            .retain(|_, l| l.gone_at.is_none_or(|gone| gone >= horizon));
     }
 
     /// Every instance, by name.
@@ -317,11 +403,21 @@ impl Ledger {
             .map(|l| l.increase(family, since))
             .sum()
     }
+
+    /// Increase of a family counted only from increments wholly after
+    /// `since`, summed over instances (see [`InstanceLedger::increase_inside`]).
+    pub fn family_increase_inside(&self, family: &str, since: Timestamp) -> u64 {
+        self.instances
+            .values()
+            .map(|l| l.increase_inside(family, since))
+            .sum()
+    }
 }
 
 impl InstanceLedger {
     fn first(
         observing_since: Timestamp,
+        listed: Option<Timestamp>,
         at: Timestamp,
         obs: Observation,
     ) -> (InstanceLedger, ObserveOutcome) {
@@ -331,8 +427,16 @@ impl InstanceLedger {
         let started_while_observing = obs
             .start_time
             .filter(|&start| start >= observing_since && start <= at);
+        // An instance listed before its process started was a target with
+        // nobody observing it from the listing to the start: a hole.
+        let (exists_from, pre_hole) = match (started_while_observing, listed) {
+            (Some(start), Some(listed)) if start > listed => {
+                (Some(listed), Some(Interval::new(listed, start)))
+            }
+            (started, _) => (started, None),
+        };
         let mut ledger = InstanceLedger {
-            exists_from: started_while_observing,
+            exists_from,
             covered_from: started_while_observing.unwrap_or(at),
             last: LastSample {
                 at,
@@ -351,8 +455,15 @@ impl InstanceLedger {
             },
             resets_total: 0,
             holes_total: 0,
+            zero_at: started_while_observing,
+            starts_seen: obs.start_time.into_iter().collect(),
+            mixed_at: VecDeque::new(),
         };
         let mut outcome = ObserveOutcome::default();
+        if let Some(hole) = pre_hole {
+            ledger.add_hole(hole);
+            outcome.hole = Some(hole);
+        }
         if let Some(start) = started_while_observing {
             for (key, &value) in &obs.values {
                 ledger.record(key, Interval::new(start, at), value, &mut outcome);
@@ -364,21 +475,63 @@ impl InstanceLedger {
 
     fn observe(&mut self, at: Timestamp, obs: Observation) -> ObserveOutcome {
         let mut outcome = ObserveOutcome::default();
-        if at <= self.last.at {
-            // Out of order or duplicate: nothing new can be learned from it.
-            return outcome;
-        }
-        self.gone_at = None;
         let prev_at = self.last.at;
+        // Samples are ordered by the ledger, not by a wall clock that may step
+        // back: a sample not after the last one is taken as just after it.
+        let at = if at <= prev_at {
+            if at < prev_at {
+                outcome.clock_skew = Some(prev_at.since(at));
+            }
+            prev_at + Duration::from_millis(1)
+        } else {
+            at
+        };
         let restarted = match (self.last.start_time, obs.start_time) {
-            (Some(old), Some(new)) => (new.0 - old.0).abs() > SAME_PROCESS_SLACK_MS,
+            (Some(old), Some(new)) => !same_process(old, new),
             _ => false,
         };
+        if !restarted {
+            // A page of the same process that lacks series it had before is
+            // incomplete (an empty body, a cut page, a registry hiccup): it
+            // proves nothing, so it is not recorded. The next complete page
+            // counts the increase across the gap, or reveals a reset.
+            outcome.incomplete = self
+                .last
+                .values
+                .keys()
+                .filter(|key| !obs.values.contains_key(*key))
+                .cloned()
+                .collect();
+            if !outcome.incomplete.is_empty() {
+                return outcome;
+            }
+        }
+        self.gone_at = None;
+        let flapped = restarted
+            && obs
+                .start_time
+                .is_some_and(|new| self.starts_seen.iter().any(|&seen| same_process(seen, new)));
         let decreased = obs
             .values
             .iter()
             .any(|(key, &new)| self.last.values.get(key).is_some_and(|&old| new < old));
-        if restarted || decreased {
+        if flapped {
+            // A process seen before answers again: this address reaches more
+            // than one apiserver, so its counters cannot be followed. The
+            // interval is unobserved and the new values are only a baseline.
+            outcome.mixed = true;
+            outcome.hole = Some(Interval::new(prev_at, at));
+            self.add_hole(Interval::new(prev_at, at));
+            self.holes_total += 1;
+            self.mixed_at.push_back(at);
+            while self.mixed_at.len() > REMEMBERED_STARTS {
+                self.mixed_at.pop_front();
+            }
+            self.zero_at = None;
+            for (key, &value) in &obs.values {
+                self.totals.entry(key.clone()).or_insert(value);
+            }
+        } else if restarted || decreased {
             // The reset happened inside (prev_at, at]. With a restart the new
             // start time says when, unless it is implausible (clock skew).
             let reset_at = obs
@@ -390,7 +543,7 @@ impl InstanceLedger {
             } else {
                 Interval::new(prev_at, at)
             };
-            self.holes.push_back(hole);
+            self.add_hole(hole);
             self.holes_total += 1;
             self.resets_total += 1;
             outcome.reset = Some(if restarted {
@@ -399,6 +552,13 @@ impl InstanceLedger {
                 ResetCause::CounterDecrease
             });
             outcome.hole = Some(hole);
+            if let Some(start) = obs.start_time.filter(|_| restarted) {
+                self.starts_seen.push_back(start);
+                while self.starts_seen.len() > REMEMBERED_STARTS {
+                    self.starts_seen.pop_front();
+                }
+            }
+            self.zero_at = Some(reset_at);
             // Every counter of the process was reset: its value now is what
             // it counted since the reset, a lower bound of the true increase.
             for (key, &value) in &obs.values {
@@ -406,11 +566,28 @@ impl InstanceLedger {
             }
         } else {
             for (key, &value) in &obs.values {
-                // A series that was absent before and appears without a reset
-                // only sets a baseline.
                 if let Some(&old) = self.last.values.get(key) {
                     self.record(key, Interval::new(prev_at, at), value - old, &mut outcome);
+                } else if let Some(zero) = self.zero_at {
+                    // A series new to a process counted from zero: all of
+                    // its value is uses since then.
+                    self.record(key, Interval::new(zero, at), value, &mut outcome);
+                } else if self
+                    .last
+                    .values
+                    .keys()
+                    .any(|k| k.family_name() == key.family_name())
+                {
+                    // A new label set of a family the last page had: it was
+                    // created (at zero) since that page.
+                    self.record(key, Interval::new(prev_at, at), value, &mut outcome);
                 } else {
+                    // A whole family the process did not show before, with
+                    // its uses since an unknown time: unobserved until now.
+                    let hole = Interval::new(self.covered_from, at);
+                    self.add_hole(hole);
+                    self.holes_total += 1;
+                    outcome.hole = Some(hole);
                     self.totals.entry(key.clone()).or_insert(value);
                 }
             }
@@ -421,6 +598,24 @@ impl InstanceLedger {
             values: obs.values,
         };
         outcome
+    }
+
+    /// Adds an unobserved interval, merged with any it overlaps, so that the
+    /// holes stay sorted and disjoint.
+    fn add_hole(&mut self, hole: Interval) {
+        if hole.is_empty() {
+            return;
+        }
+        let mut merged = hole;
+        self.holes.retain(|h| {
+            let overlaps = h.from <= merged.to && merged.from <= h.to;
+            if overlaps {
+                merged = Interval::new(h.from.min(merged.from), h.to.max(merged.to));
+            }
+            !overlaps
+        });
+        let at = self.holes.partition_point(|h| h.from < merged.from);
+        self.holes.insert(at, merged);
     }
 
     fn record(
@@ -458,6 +653,15 @@ impl InstanceLedger {
             }
         }
         self.increments.retain(|_, series| !series.is_empty());
+        while self.mixed_at.front().is_some_and(|&t| t < horizon) {
+            self.mixed_at.pop_front();
+        }
+    }
+
+    /// The latest sample after `since` that showed this address mixing
+    /// instances, if any.
+    pub fn mixed_after(&self, since: Timestamp) -> Option<Timestamp> {
+        self.mixed_at.back().copied().filter(|&t| t > since)
     }
 
     /// The time of its last successful scrape.
@@ -496,6 +700,17 @@ impl InstanceLedger {
     pub fn increase(&self, family: &str, since: Timestamp) -> u64 {
         self.family_increments(family)
             .filter(|i| i.during.to > since)
+            .map(|i| i.amount)
+            .sum()
+    }
+
+    /// Increase of a family over increments wholly inside `(since, ..]`: the
+    /// measure for evidence, which must not be credited with uses that may
+    /// have happened before the window (an increment straddling `since`
+    /// does not count).
+    pub fn increase_inside(&self, family: &str, since: Timestamp) -> u64 {
+        self.family_increments(family)
+            .filter(|i| i.during.from >= since)
             .map(|i| i.amount)
             .sum()
     }

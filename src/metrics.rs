@@ -53,6 +53,7 @@ pub struct Metrics {
     targets: IntGauge,
     last_evaluation: Gauge,
     alertmanager_errors: IntCounter,
+    clock_steps_back: IntCounter,
     /// Instances that currently have per-instance series.
     instances: Mutex<BTreeSet<String>>,
 }
@@ -214,6 +215,10 @@ impl Metrics {
                 "cutover_alertmanager_errors_total",
                 "Failed pushes of alerts to Alertmanager."
             ))?),
+            clock_steps_back: reg!(IntCounter::with_opts(opts(
+                "cutover_clock_steps_back_total",
+                "Scrapes whose time was not after the instance's last sample (the wall clock stepped back); they are ordered after it."
+            ))?),
             instances: Mutex::new(BTreeSet::new()),
             registry,
         };
@@ -339,6 +344,11 @@ impl Metrics {
         }
         *known = current;
         self.last_evaluation.set(now.as_secs_f64());
+    }
+
+    /// Counts a scrape timed before the instance's last sample.
+    pub fn observe_clock_step_back(&self) {
+        self.clock_steps_back.inc();
     }
 
     /// Records the end of one scrape of `instance`.

@@ -32,11 +32,14 @@ pub enum ScrapeErrorKind {
     Decode,
     /// A watched line was malformed.
     Malformed,
+    /// The page lacked token series that the same process showed before
+    /// (an empty or cut body): not recorded, the time stays unobserved.
+    IncompletePage,
 }
 
 impl ScrapeErrorKind {
     /// Every reason, in label order.
-    pub const ALL: [ScrapeErrorKind; 9] = [
+    pub const ALL: [ScrapeErrorKind; 10] = [
         ScrapeErrorKind::Connect,
         ScrapeErrorKind::Timeout,
         ScrapeErrorKind::Tls,
@@ -46,6 +49,7 @@ impl ScrapeErrorKind {
         ScrapeErrorKind::BodyTooLarge,
         ScrapeErrorKind::Decode,
         ScrapeErrorKind::Malformed,
+        ScrapeErrorKind::IncompletePage,
     ];
 
     /// The exported label value.
@@ -60,6 +64,7 @@ impl ScrapeErrorKind {
             ScrapeErrorKind::BodyTooLarge => "body_too_large",
             ScrapeErrorKind::Decode => "decode",
             ScrapeErrorKind::Malformed => "malformed",
+            ScrapeErrorKind::IncompletePage => "incomplete_page",
         }
     }
 }
@@ -124,6 +129,10 @@ pub struct CutoverStatus {
     pub regressions: u64,
     /// When the latest regression happened.
     pub last_regression: Option<Timestamp>,
+    /// The apiserver instances behind a `blind` verdict (never scraped,
+    /// down, mixing instances, a family absent, unobserved too long).
+    #[serde(default)]
+    pub blocking_instances: Vec<String>,
 }
 
 impl CutoverStatus {
@@ -144,6 +153,7 @@ impl CutoverStatus {
             ready_in_seconds: a.ready_in.map(|d| d.as_secs()),
             regressions: verdict.regressions,
             last_regression: verdict.last_regression,
+            blocking_instances: a.blocking.clone(),
         }
     }
 

@@ -88,6 +88,17 @@ pub fn reason_sentence(c: &CutoverStatus, status: &Status, now: Timestamp) -> St
              uses there would go unseen.",
             down_or_versions(status)
         ),
+        Reason::TargetNeverScraped => format!(
+            "{} listed as a target but never scraped successfully: its token counters were never \
+             seen, so uses there would go unseen.",
+            instances_named(c, "An apiserver", "was", "were")
+        ),
+        Reason::MixedInstances => format!(
+            "{} answered as more than one apiserver process (its start time flapped between \
+             values already seen): a Service or load-balancer address mixes instances, so its \
+             counters cannot be followed. Scrape each instance (discovery) instead.",
+            instances_named(c, "An apiserver address", "", "")
+        ),
         Reason::QuietCounterIncreased => {
             let last = c
                 .last_use
@@ -121,6 +132,23 @@ pub fn reason_sentence(c: &CutoverStatus, status: &Status, now: Timestamp) -> St
             });
             format!("No use in a fully observed {window} on every apiserver{evidence}.")
         }
+    }
+}
+
+/// "Apiserver 10.0.0.1:6443 was" / "Apiservers a, b were" from the
+/// blocking instances, or the generic subject when none are named.
+fn instances_named(c: &CutoverStatus, generic: &str, one: &str, many: &str) -> String {
+    let verb = |v: &str| {
+        if v.is_empty() {
+            String::new()
+        } else {
+            format!(" {v}")
+        }
+    };
+    match c.blocking_instances.as_slice() {
+        [] => format!("{generic}{}", verb(one)),
+        [only] => format!("Apiserver {only}{}", verb(one)),
+        all => format!("Apiservers {}{}", all.join(", "), verb(many)),
     }
 }
 
@@ -425,6 +453,7 @@ mod tests {
             ready_in_seconds: None,
             regressions: 0,
             last_regression: None,
+            blocking_instances: Vec::new(),
         }
     }
 
@@ -544,6 +573,24 @@ mod tests {
                 cutover(State::Blind, Reason::TargetDown),
                 one_down.clone(),
                 &["longer than the tolerance (down: 10.0.0.2:6443)"],
+            ),
+            (
+                CutoverStatus {
+                    blocking_instances: vec!["10.0.0.3:6443".into()],
+                    ..cutover(State::Blind, Reason::TargetNeverScraped)
+                },
+                up.clone(),
+                &["Apiserver 10.0.0.3:6443 was listed as a target but never scraped successfully"],
+            ),
+            (
+                CutoverStatus {
+                    blocking_instances: vec!["kubernetes.default.svc:443".into()],
+                    ..cutover(State::Blind, Reason::MixedInstances)
+                },
+                up.clone(),
+                &[
+                    "Apiserver kubernetes.default.svc:443 answered as more than one apiserver process",
+                ],
             ),
             (
                 in_use,

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::families::TokenKind;
-use crate::ledger::{Ledger, unobserved_time};
+use crate::ledger::{InstanceLedger, Ledger, unobserved_time};
 use crate::time::Timestamp;
 use crate::window::{self, Interval};
 
@@ -169,6 +169,12 @@ pub enum Reason {
     CoverageGap,
     /// An instance has gone unscraped for longer than the tolerance.
     TargetDown,
+    /// An instance listed as a target inside the window was never scraped
+    /// successfully: its counters were never seen.
+    TargetNeverScraped,
+    /// An instance address reached more than one apiserver process inside
+    /// the window (a Service address): its counters cannot be followed.
+    MixedInstances,
     /// A quiet counter increased inside the window.
     QuietCounterIncreased,
     /// The evidence counter did not increase inside the window.
@@ -182,12 +188,14 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in the order of the exported `reason` label.
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 11] = [
         Reason::NoTargets,
         Reason::MetricAbsent,
         Reason::WarmingUp,
         Reason::CoverageGap,
         Reason::TargetDown,
+        Reason::TargetNeverScraped,
+        Reason::MixedInstances,
         Reason::QuietCounterIncreased,
         Reason::NoEvidence,
         Reason::UnattributedUses,
@@ -202,6 +210,8 @@ impl Reason {
             Reason::WarmingUp => "warming_up",
             Reason::CoverageGap => "coverage_gap",
             Reason::TargetDown => "target_down",
+            Reason::TargetNeverScraped => "target_never_scraped",
+            Reason::MixedInstances => "mixed_instances",
             Reason::QuietCounterIncreased => "quiet_counter_increased",
             Reason::NoEvidence => "no_evidence",
             Reason::UnattributedUses => "unattributed_uses",
@@ -241,19 +251,52 @@ pub struct Assessment {
     pub ready_in: Option<Duration>,
     /// Instances that counted for this verdict.
     pub instances: usize,
+    /// The instances behind a `blind` reason (never scraped, down, mixing,
+    /// a family absent, unobserved beyond the tolerance), by name.
+    #[serde(default)]
+    pub blocking: Vec<String>,
+}
+
+/// One instance as the verdict sees it: observed, or listed and never scraped.
+struct Seen<'a> {
+    name: &'a str,
+    /// Its ledger; `None` when it was never scraped successfully.
+    ledger: Option<&'a InstanceLedger>,
+    /// Still a target (not departed).
+    current: bool,
+    unobserved: Vec<Interval>,
+    missing: Duration,
 }
 
 /// Assesses one cutover from the ledger at `now`.
 pub fn assess(spec: &CutoverSpec, ledger: &Ledger, now: Timestamp) -> Assessment {
     let start = now - spec.window;
     // Instances that could have served a client inside the window: current
-    // ones, and ones that left inside it.
-    let relevant: Vec<_> = ledger
+    // ones, ones that left inside it, and ones listed but never scraped.
+    let observed = ledger
         .instances()
-        .map(|(_, l)| l)
-        .filter(|l| l.gone_at().is_none_or(|gone| gone > start))
-        .collect();
-    let current: Vec<_> = relevant.iter().filter(|l| l.gone_at().is_none()).collect();
+        .filter(|(_, l)| l.gone_at().is_none_or(|gone| gone > start))
+        .map(|(name, l)| Seen {
+            name,
+            ledger: Some(l),
+            current: l.gone_at().is_none(),
+            unobserved: l.unobserved(start, now),
+            missing: unobserved_time(l, start, now),
+        });
+    let never_scraped = ledger
+        .listed_unscraped()
+        .filter(|(_, l)| l.gone_at.is_none_or(|gone| gone > start))
+        .map(|(name, l)| {
+            let unobserved = l.unobserved(start, now);
+            Seen {
+                name,
+                ledger: None,
+                current: l.gone_at.is_none(),
+                missing: window::measure_within(&unobserved, start, now),
+                unobserved,
+            }
+        });
+    let relevant: Vec<Seen<'_>> = observed.chain(never_scraped).collect();
 
     let increase: u64 = spec
         .quiet
@@ -269,10 +312,11 @@ pub fn assess(spec: &CutoverSpec, ledger: &Ledger, now: Timestamp) -> Assessment
                 .filter_map(|(_, l)| l.last_increase(family))
         })
         .max();
+    // Evidence counts only uses known to lie inside the window.
     let evidence_increase = spec
         .evidence
         .as_deref()
-        .map(|family| ledger.family_increase(family, start));
+        .map(|family| ledger.family_increase_inside(family, start));
     let unattributed = spec.attribution.as_ref().map(|a| {
         let parts: u64 = a
             .parts
@@ -284,57 +328,85 @@ pub fn assess(spec: &CutoverSpec, ledger: &Ledger, now: Timestamp) -> Assessment
             .saturating_sub(parts)
     });
 
-    // Coverage: each relevant instance's observed share of the part of the
-    // window in which it had to be observed.
-    let mut coverage: f64 = 1.0;
-    let mut unobserved_all: Vec<Vec<Interval>> = Vec::new();
-    let mut over_tolerance = false;
-    let mut warming_up = false;
-    for l in &relevant {
-        let required = l.required(start, now);
-        let missing = unobserved_time(l, start, now);
-        if !required.is_empty() {
-            let share = 1.0 - missing.as_secs_f64() / spec.window.as_secs_f64();
-            coverage = coverage.min(share.clamp(0.0, 1.0));
-        }
-        if missing > spec.tolerance {
-            over_tolerance = true;
-            // Unobserved mostly because observation began inside the window.
-            warming_up |= l.may_predate_coverage() && l.covered_from() > start;
-        }
-        unobserved_all.push(l.unobserved(start, now));
+    // Coverage: each relevant instance's observed share of the window.
+    let mut coverage: f64 = if relevant.is_empty() { 0.0 } else { 1.0 };
+    for seen in &relevant {
+        let share = 1.0 - seen.missing.as_secs_f64() / spec.window.as_secs_f64().max(1e-9);
+        coverage = coverage.min(share.clamp(0.0, 1.0));
     }
-    if relevant.is_empty() {
-        coverage = 0.0;
-    }
-    let covered_at = unobserved_all
+    let covered_at = relevant
         .iter()
-        .map(|u| window::earliest_tolerable_end(u, spec.window, spec.tolerance, now))
+        .map(|seen| {
+            window::earliest_tolerable_end(&seen.unobserved, spec.window, spec.tolerance, now)
+        })
         .max()
         .unwrap_or(now);
     let quiet_at = last_use.map_or(now, |t| t + spec.window).max(now);
     let ready_at = covered_at.max(quiet_at);
 
-    let absent = current.iter().any(|l| {
-        spec.quiet
+    let names = |pred: &dyn Fn(&Seen<'_>) -> bool| -> Vec<String> {
+        relevant
             .iter()
-            .chain(spec.evidence.iter())
-            .any(|family| !l.has_family(family))
+            .filter(|s| pred(s))
+            .map(|s| s.name.to_owned())
+            .collect()
+    };
+    let absent = names(&|s| {
+        s.current
+            && s.ledger.is_some_and(|l| {
+                spec.quiet
+                    .iter()
+                    .chain(spec.evidence.iter())
+                    .any(|family| !l.has_family(family))
+            })
     });
-    let down = current
-        .iter()
-        .any(|l| l.unscraped_for(now) > spec.tolerance);
+    let mixed = names(&|s| s.ledger.is_some_and(|l| l.mixed_after(start).is_some()));
+    let unscraped = names(&|s| s.ledger.is_none() && (s.current || s.missing > spec.tolerance));
+    let down = names(&|s| {
+        s.current
+            && s.ledger
+                .is_some_and(|l| l.unscraped_for(now) > spec.tolerance)
+    });
+    let over = names(&|s| s.missing > spec.tolerance);
+    // Unobserved mostly because observation began inside the window.
+    let warming_up = relevant.iter().any(|s| {
+        s.missing > spec.tolerance
+            && s.ledger
+                .is_some_and(|l| l.may_predate_coverage() && l.covered_from() > start)
+    });
 
+    let mut blocking = Vec::new();
     let (state, reason, ready_in) = if relevant.is_empty() {
         (State::Blind, Reason::NoTargets, None)
     } else if increase > 0 {
-        let ready_in = (!down && !absent).then(|| ready_at.since(now));
+        let unscraped_now = relevant.iter().any(|s| s.ledger.is_none() && s.current);
+        let ready_in = (down.is_empty() && absent.is_empty() && mixed.is_empty() && !unscraped_now)
+            .then(|| ready_at.since(now));
         (State::InUse, Reason::QuietCounterIncreased, ready_in)
-    } else if absent {
+    } else if !absent.is_empty() {
+        blocking = absent;
         (State::Blind, Reason::MetricAbsent, None)
-    } else if down {
+    } else if !mixed.is_empty() {
+        blocking = mixed;
+        (
+            State::Blind,
+            Reason::MixedInstances,
+            Some(ready_at.since(now)),
+        )
+    } else if !unscraped.is_empty() {
+        // Listed and never scraped: its counters were never seen, so nothing
+        // about it is proven, even within the tolerance.
+        let current = unscraped
+            .iter()
+            .any(|n| relevant.iter().any(|s| s.name == n && s.current));
+        blocking = unscraped;
+        let ready_in = (!current).then(|| ready_at.since(now));
+        (State::Blind, Reason::TargetNeverScraped, ready_in)
+    } else if !down.is_empty() {
+        blocking = down;
         (State::Blind, Reason::TargetDown, None)
-    } else if over_tolerance {
+    } else if !over.is_empty() {
+        blocking = over;
         let reason = if warming_up {
             Reason::WarmingUp
         } else {
@@ -358,6 +430,7 @@ pub fn assess(spec: &CutoverSpec, ledger: &Ledger, now: Timestamp) -> Assessment
         coverage,
         ready_in,
         instances: relevant.len(),
+        blocking,
     }
 }
 

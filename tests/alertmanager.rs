@@ -232,6 +232,7 @@ fn cutover(name: &str, state: State, since: Timestamp) -> CutoverStatus {
         ready_in_seconds: None,
         regressions: 0,
         last_regression: None,
+        blocking_instances: Vec::new(),
     }
 }
 

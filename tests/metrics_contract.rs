@@ -27,6 +27,7 @@ const GOLDEN: &[(&str, &[&str])] = &[
     ("cutover_apiserver_resets_total", &["instance"]),
     ("cutover_apiserver_token_uses_total", &["instance", "kind"]),
     ("cutover_build_info", &["version"]),
+    ("cutover_clock_steps_back_total", &[]),
     ("cutover_coverage_holes_total", &["instance"]),
     ("cutover_last_evaluation_timestamp_seconds", &[]),
     ("cutover_last_use_timestamp_seconds", &["cutover"]),
@@ -69,6 +70,8 @@ fn allowed(metric: &str, label: &str, value: &str) -> bool {
             "warming_up",
             "coverage_gap",
             "target_down",
+            "target_never_scraped",
+            "mixed_instances",
             "quiet_counter_increased",
             "no_evidence",
             "unattributed_uses",
@@ -84,6 +87,7 @@ fn allowed(metric: &str, label: &str, value: &str) -> bool {
             "body_too_large",
             "decode",
             "malformed",
+            "incomplete_page",
         ]),
         (_, "kind") => one_of(&[
             "legacy",
@@ -362,11 +366,14 @@ fn label_values_are_bounded() {
     // one per kind and window.
     let count = |name: &str| samples.iter().filter(|s| s.name == name).count();
     assert_eq!(count("cutover_state"), 3 * 4);
-    assert_eq!(count("cutover_reason"), 3 * 9);
+    assert_eq!(count("cutover_reason"), 3 * verdict::Reason::ALL.len());
     assert_eq!(count("cutover_token_uses_total"), 6);
     assert_eq!(count("cutover_token_uses_increase"), 6 * 4);
     assert_eq!(count("cutover_apiserver_token_uses_total"), 2 * 6);
-    assert_eq!(count("cutover_scrape_errors_total"), 9);
+    assert_eq!(
+        count("cutover_scrape_errors_total"),
+        ScrapeErrorKind::ALL.len()
+    );
 }
 
 #[test]

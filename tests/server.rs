@@ -111,6 +111,7 @@ fn sample_status() -> Status {
             ready_in_seconds: Some(7 * 86_400 - 3 * 3_600),
             regressions: 1,
             last_regression: None,
+            blocking_instances: Vec::new(),
         }],
         targets: vec![
             TargetHealth {
