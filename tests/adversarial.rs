@@ -1,0 +1,282 @@
+//! Adversarial scenarios against the simulated apiservers (issue 9): an
+//! instance that answers 500 from the moment it is listed, a certificate for
+//! another name (static targets and discovery), an instance that joins and
+//! fails its first scrapes, pages without the token families while the
+//! counter grows. In every one, each `ready` the daemon announced is checked
+//! against the simulator's ground truth for every moment it lasted: never
+//! `ready` while a use inside the window went unseen.
+
+#[path = "support/daemon.rs"]
+mod support;
+
+use std::time::Duration;
+
+use cutover_auditor::clock::Clock;
+use cutover_auditor::config::Config;
+use cutover_auditor::families::TokenKind;
+use cutover_auditor::simulator::Simulation;
+use cutover_auditor::status::{CutoverStatus, ScrapeErrorKind, Status};
+use cutover_auditor::time::Timestamp;
+use cutover_auditor::verdict::{Reason, State};
+use support::{Daemon, config_for, start_world, test_dir};
+
+const MIN: u64 = 60;
+
+fn mins(m: u64) -> Duration {
+    Duration::from_secs(m * MIN)
+}
+
+/// Ten-minute windows, so that a false `ready` would come within minutes.
+const WINDOWS: &str = r#"
+[cutovers.legacy-tokens]
+window = "10m"
+[cutovers.legacy-auto-tokens]
+window = "10m"
+[cutovers.token-expiry-extension]
+window = "10m"
+"#;
+const WINDOW: Duration = Duration::from_secs(10 * MIN);
+
+fn quiet_kinds(cutover: &str) -> &'static [TokenKind] {
+    match cutover {
+        "legacy-tokens" => &[TokenKind::Legacy],
+        "legacy-auto-tokens" => &[TokenKind::LegacyAuto, TokenKind::InvalidLegacyAuto],
+        _ => &[TokenKind::Stale],
+    }
+}
+
+fn cutover<'a>(status: &'a Status, name: &str) -> &'a CutoverStatus {
+    status
+        .cutovers
+        .iter()
+        .find(|c| c.name == name)
+        .expect("cutover in status")
+}
+
+/// Every span in which a cutover was `ready` must have had no use of its
+/// quiet kinds, on any instance, inside the window of any moment of it.
+fn assert_never_falsely_ready(daemon: &Daemon, sim: &Simulation, end: Timestamp) {
+    let transitions = daemon.transitions();
+    let world = sim.world();
+    for (i, (at, name, _, to, _)) in transitions.iter().enumerate() {
+        if to != "ready" {
+            continue;
+        }
+        let until = transitions[i + 1..]
+            .iter()
+            .find(|t| &t.1 == name)
+            .map_or(end, |t| t.0);
+        for &kind in quiet_kinds(name) {
+            let uses = world.increments_all(kind, *at - WINDOW, until);
+            assert_eq!(
+                uses, 0,
+                "{name} was ready from {at} to {until} with {uses} {kind} uses in its window: {transitions:?}"
+            );
+        }
+    }
+}
+
+/// A config of static targets, one per simulated instance; `server_name`
+/// gives each target's TLS name.
+fn static_config(
+    sim: &Simulation,
+    dir: &std::path::Path,
+    server_name: impl Fn(usize) -> String,
+) -> Config {
+    let mut text = format!(
+        "listen = \"127.0.0.1:0\"\n[scrape]\ninterval = \"30s\"\ntimeout = \"20s\"\n\
+         [state]\npath = \"{}\"\n[log]\nformat = \"text\"\nlevel = \"warn\"\n{WINDOWS}",
+        dir.join("state.json").display()
+    );
+    for (i, addr) in sim.instance_addresses().iter().enumerate() {
+        text.push_str(&format!(
+            "[[targets.static]]\nurl = \"https://{addr}/metrics\"\nserver_name = \"{}\"\n\
+             ca_file = \"{}\"\ntoken_file = \"{}\"\n",
+            server_name(i),
+            sim.ca_path().display(),
+            sim.token_path().display(),
+        ));
+    }
+    Config::parse(&text, |_| None).expect("static test config is valid")
+}
+
+async fn run_for(clock: &Clock, d: Duration) {
+    clock.sleep(d).await;
+}
+
+/// A legacy client uses instance 1 all along; instance 1 answers `/metrics`
+/// with 500 from the moment it is listed.
+const FIVE_HUNDRED_FROM_THE_START: &str = r#"
+name = "adversarial-500"
+speed = 150.0
+scraper_counts_as = "valid"
+page_kib = 8
+
+[[instances]]
+version = "1.30.4"
+count = 3
+
+[[clients]]
+kind = "legacy"
+interval = "20s"
+targets = 1
+
+[[events]]
+at = "0s"
+action = "outage"
+instance = 1
+mode = "http_500"
+for = "100h"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_answering_500_from_the_start_keeps_every_cutover_from_ready() {
+    let dir = test_dir("adversarial-500");
+    let (sim, clock, _) = start_world(FIVE_HUNDRED_FROM_THE_START, &dir).await;
+    let config = config_for(&sim, &dir.join("state.json"), "30s", "20s", WINDOWS);
+    let daemon = Daemon::start(config, clock.clone()).await;
+    daemon.wait_evaluated().await;
+    run_for(&clock, mins(25)).await;
+    let s = daemon.status().await;
+    let end = clock.now();
+    let broken = sim.instance_addresses()[1].to_string();
+    for name in ["legacy-tokens", "token-expiry-extension"] {
+        let c = cutover(&s, name);
+        assert_eq!(
+            (c.state, c.reason),
+            (State::Blind, Reason::TargetNeverScraped),
+            "{name}: {s:?}"
+        );
+        assert_eq!(c.blocking_instances, vec![broken.clone()], "{name}");
+    }
+    let target = s
+        .targets
+        .iter()
+        .find(|t| t.instance == broken)
+        .expect("the failing instance is a target");
+    assert!(!target.up);
+    assert_eq!(target.last_error, Some(ScrapeErrorKind::HttpOther));
+    assert_never_falsely_ready(&daemon, &sim, end);
+    assert!(
+        !daemon.transitions().iter().any(|t| t.3 == "ready"),
+        "{:?}",
+        daemon.transitions()
+    );
+    daemon.stop().await;
+    sim.shutdown().await;
+}
+
+/// Three instances, a legacy client on instance 1 only.
+const CLIENT_ON_ONE: &str = r#"
+name = "adversarial-tls"
+speed = 150.0
+scraper_counts_as = "valid"
+page_kib = 8
+
+[[instances]]
+version = "1.30.4"
+count = 3
+
+[[clients]]
+kind = "legacy"
+interval = "20s"
+targets = 1
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_target_with_a_certificate_for_another_name_is_never_ready() {
+    let dir = test_dir("adversarial-tls");
+    let (sim, clock, _) = start_world(CLIENT_ON_ONE, &dir).await;
+    let config = static_config(&sim, &dir, |i| {
+        if i == 1 {
+            "not-the-apiserver.example".to_owned()
+        } else {
+            "kubernetes".to_owned()
+        }
+    });
+    let daemon = Daemon::start(config, clock.clone()).await;
+    daemon.wait_evaluated().await;
+    run_for(&clock, mins(25)).await;
+    let s = daemon.status().await;
+    let end = clock.now();
+    let c = cutover(&s, "legacy-tokens");
+    assert_eq!(
+        (c.state, c.reason),
+        (State::Blind, Reason::TargetNeverScraped),
+        "{s:?}"
+    );
+    assert_eq!(c.blocking_instances.len(), 1, "{s:?}");
+    let broken = s
+        .targets
+        .iter()
+        .find(|t| t.instance == c.blocking_instances[0])
+        .expect("the blocking instance is a target");
+    assert_eq!(broken.last_error, Some(ScrapeErrorKind::Tls), "{broken:?}");
+    assert_never_falsely_ready(&daemon, &sim, end);
+    daemon.stop().await;
+    sim.shutdown().await;
+}
+
+/// Two instances, quiet; a third joins at 12m and answers 500 until 20m
+/// while a legacy client uses it from 13m30s (once discovery, refreshed
+/// every minute, has listed it) to 16m.
+const JOINER_FAILS_FIRST: &str = r#"
+name = "adversarial-joiner"
+speed = 150.0
+scraper_counts_as = "valid"
+page_kib = 8
+
+[[instances]]
+version = "1.30.4"
+count = 2
+
+[[clients]]
+kind = "legacy"
+interval = "20s"
+targets = 2
+from = "13m30s"
+until = "16m"
+
+[[events]]
+at = "12m"
+action = "add_instance"
+version = "1.30.4"
+[[events]]
+at = "12m"
+action = "outage"
+instance = 2
+mode = "http_500"
+for = "8m"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_joins_and_fails_its_first_scrapes_blocks_ready_until_seen() {
+    let dir = test_dir("adversarial-joiner");
+    let (sim, clock, origin) = start_world(JOINER_FAILS_FIRST, &dir).await;
+    let config = config_for(&sim, &dir.join("state.json"), "30s", "20s", WINDOWS);
+    let daemon = Daemon::start(config, clock.clone()).await;
+    daemon.wait_evaluated().await;
+    // Quiet on both instances for a window: ready.
+    daemon.wait_state("legacy-tokens", State::Ready).await;
+    run_for(&clock, (origin + mins(17)).since(clock.now())).await;
+    // The joiner has been failing for 5 minutes with uses on it.
+    let s = daemon.status().await;
+    let c = cutover(&s, "legacy-tokens");
+    assert_eq!(
+        (c.state, c.reason),
+        (State::Blind, Reason::TargetNeverScraped),
+        "{s:?}"
+    );
+    // Its first good scrape (a process started after it was listed) shows
+    // every use since its start.
+    let s = daemon.wait_state("legacy-tokens", State::InUse).await;
+    let truth = sim
+        .world()
+        .increments_all(TokenKind::Legacy, origin, clock.now());
+    assert!(truth > 0);
+    assert_eq!(cutover(&s, "legacy-tokens").increase, truth, "{s:?}");
+    run_for(&clock, (origin + mins(24)).since(clock.now())).await;
+    assert_never_falsely_ready(&daemon, &sim, clock.now());
+    daemon.stop().await;
+    sim.shutdown().await;
+}
