@@ -7,9 +7,14 @@
 //! without being parsed or buffered, so a 100 MB page costs about one
 //! `memchr` pass and constant memory. A malformed line of a watched family is
 //! an error naming the line, never dropped: silence would read as "no use".
-//! The module is pure: no clock, no files, no network.
+//! So is a second sample of a series already on the page (same name, same
+//! label set in any order), whatever its value: the error names both lines,
+//! and no sample is picked over the other. Prometheus rejects such a page
+//! too. The module is pure: no clock, no files, no network.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
 use std::io::{self, Read, Write};
 
 use memchr::memchr;
@@ -76,11 +81,8 @@ pub struct Sample {
 /// What one page says about the watched families.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Page {
-    /// The samples of the watched families, in page order, first of each
-    /// duplicate series only.
+    /// The samples of the watched families, in page order, one per series.
     pub samples: Vec<Sample>,
-    /// Samples dropped because the same name and label set came earlier.
-    pub duplicates: u64,
     /// Lines read (up to `# EOF` when present).
     pub lines: u64,
     watched: Vec<String>,
@@ -204,8 +206,11 @@ pub struct Extractor {
     block: Option<(usize, String)>,
     eof: bool,
     samples: Vec<Sample>,
-    seen: HashSet<(String, Vec<(String, String)>)>,
-    duplicates: u64,
+    /// The line of each sample, parallel to `samples`.
+    sample_lines: Vec<u64>,
+    /// Indices into `samples` by series hash: finds a repeated series
+    /// without a second copy of any name or label.
+    series: HashMap<u64, Vec<usize>>,
 }
 
 impl Extractor {
@@ -229,8 +234,8 @@ impl Extractor {
             block: None,
             eof: false,
             samples: Vec::new(),
-            seen: HashSet::new(),
-            duplicates: 0,
+            sample_lines: Vec::new(),
+            series: HashMap::new(),
         }
     }
 
@@ -293,7 +298,6 @@ impl Extractor {
         }
         Ok(Page {
             samples: self.samples,
-            duplicates: self.duplicates,
             lines: self.line_no,
             watched: self.watched,
         })
@@ -485,10 +489,7 @@ impl Extractor {
         if let Some((i, base)) = &self.block {
             let (i, base) = (*i, base.clone());
             match parse_sample(line) {
-                Ok(sample) if belongs(&sample.name, &base) => {
-                    self.store(sample);
-                    return Ok(());
-                }
+                Ok(sample) if belongs(&sample.name, &base) => return self.store(i, sample),
                 // A valid sample of another family: the watched block ended
                 // without a HELP/TYPE line (untyped family).
                 Ok(_) => self.block = None,
@@ -517,10 +518,7 @@ impl Extractor {
             })
             .unwrap_or(0);
         match parse_sample(line) {
-            Ok(sample) => {
-                self.store(sample);
-                Ok(())
-            }
+            Ok(sample) => self.store(family, sample),
             Err(problem) => Err(self.malformed(family, problem)),
         }
     }
@@ -533,14 +531,33 @@ impl Extractor {
         }
     }
 
-    fn store(&mut self, sample: Sample) {
-        let mut key_labels = sample.labels.clone();
-        key_labels.sort();
-        if self.seen.insert((sample.name.clone(), key_labels)) {
-            self.samples.push(sample);
-        } else {
-            self.duplicates += 1;
+    /// Keeps a sample of watched family `family`, or fails if its series
+    /// already has a sample on this page.
+    fn store(&mut self, family: usize, sample: Sample) -> Result<(), ExpositionError> {
+        let hash = series_hash(&sample);
+        let same = self.series.get(&hash).and_then(|indices| {
+            indices
+                .iter()
+                .copied()
+                .find(|&j| same_series(&self.samples[j], &sample))
+        });
+        if let Some(first) = same {
+            let problem = format!(
+                "series {} sampled twice: first on line {} (value {}), again here (value {})",
+                show_series(&sample),
+                self.sample_lines[first],
+                self.samples[first].value,
+                sample.value
+            );
+            return Err(self.malformed(family, problem));
         }
+        self.series
+            .entry(hash)
+            .or_default()
+            .push(self.samples.len());
+        self.samples.push(sample);
+        self.sample_lines.push(self.line_no);
+        Ok(())
     }
 }
 
@@ -717,6 +734,49 @@ fn write_sink(sink: &mut Sink, bytes: &[u8]) -> Result<(), ExpositionError> {
         return Err(ExpositionError::TooLarge { limit: sink.limit });
     }
     sink.extractor.feed(bytes)
+}
+
+/// The label pairs of `sample` sorted, so order on the page does not matter.
+fn sorted_labels(sample: &Sample) -> Vec<&(String, String)> {
+    let mut labels: Vec<&(String, String)> = sample.labels.iter().collect();
+    labels.sort_unstable();
+    labels
+}
+
+fn series_hash(sample: &Sample) -> u64 {
+    let mut h = DefaultHasher::new();
+    sample.name.hash(&mut h);
+    sorted_labels(sample).hash(&mut h);
+    h.finish()
+}
+
+fn same_series(a: &Sample, b: &Sample) -> bool {
+    a.name == b.name && a.labels.len() == b.labels.len() && sorted_labels(a) == sorted_labels(b)
+}
+
+/// `name{k="v",…}` as on the page (escapes restored), shortened: errors end
+/// up in logs.
+fn show_series(sample: &Sample) -> String {
+    const MAX: usize = 120;
+    let mut out = sample.name.clone();
+    if !sample.labels.is_empty() {
+        out.push('{');
+        for (n, (k, v)) in sample.labels.iter().enumerate() {
+            if n > 0 {
+                out.push(',');
+            }
+            let v = v
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            out.push_str(&format!("{k}=\"{v}\""));
+        }
+        out.push('}');
+    }
+    if out.chars().count() > MAX {
+        out = out.chars().take(MAX).collect::<String>() + "…";
+    }
+    out
 }
 
 fn label<'a>(sample: &'a Sample, key: &str) -> Option<&'a str> {

@@ -51,7 +51,7 @@ pub fn render(status: &Status, now: Timestamp) -> String {
 ///
 /// `status` supplies context some reasons refer to (which targets are down).
 pub fn reason_sentence(c: &CutoverStatus, status: &Status, now: Timestamp) -> String {
-    let window = human_duration(c.window());
+    let window = window_name(c.window());
     let ready_in = c
         .ready_in_seconds
         .map(|s| human_duration(Duration::from_secs(s)));
@@ -130,7 +130,16 @@ pub fn reason_sentence(c: &CutoverStatus, status: &Status, now: Timestamp) -> St
             let evidence = c.evidence_increase.map_or(String::new(), |n| {
                 format!(", while the evidence counter rose by {n}, proving that uses would have been counted")
             });
-            format!("No use in a fully observed {window} on every apiserver{evidence}.")
+            if fully_observed(c) {
+                format!("No use in a fully observed {window} on every apiserver{evidence}.")
+            } else {
+                format!(
+                    "No use seen in the last {window} on any apiserver{evidence}; the least-observed \
+                     one was observed for {} of it, and the unobserved rest is within the coverage \
+                     tolerance.",
+                    percent(c.coverage_ratio)
+                )
+            }
         }
     }
 }
@@ -179,6 +188,44 @@ pub fn human_duration(d: Duration) -> String {
         }
     }
     out
+}
+
+/// A window's length exactly as configured people would write it: `24h`,
+/// `36h`, `7d`, `90m`; whole days only from two days on, so `24h` stays
+/// `24h`, and never a rounded value.
+pub fn window_name(d: Duration) -> String {
+    let s = d.as_secs();
+    let nanos = d.subsec_nanos();
+    if s == 0 || nanos != 0 {
+        return human_duration(d);
+    }
+    if s.is_multiple_of(86_400) && s >= 2 * 86_400 {
+        format!("{}d", s / 86_400)
+    } else if s.is_multiple_of(3_600) {
+        format!("{}h", s / 3_600)
+    } else if s.is_multiple_of(60) {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// How long a scrape took, never rounded to zero: `0.4ms`, `<0.1ms`,
+/// `250ms`, `1.5s`, then [`human_duration`] from a minute on. Truncated, so
+/// `9.97 ms` reads `9.9ms`, not `10.0ms`.
+pub fn scrape_duration(seconds: f64) -> String {
+    let ms = seconds * 1000.0;
+    if ms < 0.1 {
+        "<0.1ms".into()
+    } else if ms < 10.0 {
+        format!("{:.1}ms", (ms * 10.0).floor() / 10.0)
+    } else if ms < 1000.0 {
+        format!("{}ms", ms.floor())
+    } else if seconds < 60.0 {
+        format!("{:.1}s", (seconds * 10.0).floor() / 10.0)
+    } else {
+        human_duration(Duration::from_secs_f64(seconds))
+    }
 }
 
 /// How long ago `then` was at `now`: `3h ago`, `just now`, or `in 5m` for a
@@ -276,12 +323,19 @@ fn cutover_card(html: &mut String, c: &CutoverStatus, status: &Status, now: Time
     );
     row(
         "uses in window",
-        format!("{} in {}", c.increase, human_duration(c.window())),
+        format!("{} in the last {}", c.increase, window_name(c.window())),
     );
     if let Some(evidence) = c.evidence_increase {
         row("evidence in window", evidence.to_string());
     }
-    row("coverage", percent(c.coverage_ratio));
+    row(
+        "coverage",
+        if c.state == State::Ready && !fully_observed(c) {
+            format!("{} (within tolerance)", percent(c.coverage_ratio))
+        } else {
+            percent(c.coverage_ratio)
+        },
+    );
     row("since", ago_and_when(c.since, now));
     let _ = write!(html, "<dt>regressions</dt><dd");
     if c.regressions > 0 {
@@ -331,13 +385,11 @@ fn targets_table(html: &mut String, targets: &[TargetHealth], now: Timestamp) {
                 &t.last_success
                     .map_or_else(|| "never".into(), |at| ago(at, now))
             ),
+            // A failed scrape has no meaningful duration: the error says why.
             escape(
                 &t.last_duration_seconds
-                    .filter(|s| s.is_finite() && *s >= 0.0)
-                    .map_or_else(
-                        || "—".into(),
-                        |s| human_duration(Duration::from_secs_f64(s))
-                    )
+                    .filter(|s| t.up && s.is_finite() && *s >= 0.0)
+                    .map_or_else(|| "—".into(), scrape_duration)
             ),
             escape(&error),
             escape(t.kubernetes_version.as_deref().unwrap_or("unknown")),
@@ -372,6 +424,11 @@ fn percent(ratio: f64) -> String {
     }
     let tenths = (ratio.clamp(0.0, 1.0) * 1000.0).floor() / 10.0;
     format!("{tenths:.1} %")
+}
+
+/// True when the whole window was observed on every instance.
+fn fully_observed(c: &CutoverStatus) -> bool {
+    c.coverage_ratio >= 1.0
 }
 
 /// The observed part of the window, from the least-observed instance's share.
@@ -609,7 +666,7 @@ mod tests {
             (
                 no_signal,
                 up.clone(),
-                &["No use in the last 1d, but the evidence counter did not move either"],
+                &["No use in the last 24h, but the evidence counter did not move either"],
             ),
             (
                 CutoverStatus {
@@ -624,7 +681,7 @@ mod tests {
                 ready,
                 up,
                 &[
-                    "No use in a fully observed 1d on every apiserver, while the evidence counter rose by 1234, proving that uses would have been counted.",
+                    "No use in a fully observed 24h on every apiserver, while the evidence counter rose by 1234, proving that uses would have been counted.",
                 ],
             ),
         ];
@@ -677,7 +734,7 @@ mod tests {
                 "<dt>ready in</dt><dd>not without a change</dd>",
                 "<dt>last use</dt><dd>3h ago (2026-05-28 17:26 UTC)</dd>",
                 "<dt>last use</dt><dd>none seen</dd>",
-                "<dt>uses in window</dt><dd>42 in 7d</dd>",
+                "<dt>uses in window</dt><dd>42 in the last 7d</dd>",
                 "<dt>coverage</dt><dd>98.7 %</dd>",
                 "<dt>since</dt><dd>2h ago (2026-05-28 18:26 UTC)</dd>",
                 "<dd class=\"regressed\">2 (ready, then used again)</dd>",
@@ -710,7 +767,7 @@ mod tests {
             &s,
             &[
                 "<td class=\"mono\">10.0.0.1:6443</td><td class=\"up\">up</td><td>just now</td><td>250ms</td><td>—</td><td>v1.31.2</td>",
-                "<td class=\"mono\">&lt;script&gt;alert(1)&lt;/script&gt;:6443</td><td class=\"down\">down (3 failed)</td><td>never</td><td>10s</td>",
+                "<td class=\"mono\">&lt;script&gt;alert(1)&lt;/script&gt;:6443</td><td class=\"down\">down (3 failed)</td><td>never</td><td>—</td>",
                 "<td>http_403: forbidden: user &quot;system:serviceaccount:x&quot; &amp; more</td><td>unknown</td>",
                 "(down: &lt;script&gt;alert(1)&lt;/script&gt;:6443)",
                 "version &lt;b&gt;1&lt;/b&gt;",
@@ -718,6 +775,97 @@ mod tests {
             ],
         );
         assert!(!render(&s, NOW).contains("<script>"));
+    }
+
+    #[test]
+    fn scrape_durations_never_read_zero() {
+        assert_eq!(scrape_duration(0.0004), "0.4ms");
+        assert_eq!(scrape_duration(0.0), "<0.1ms");
+        assert_eq!(scrape_duration(0.000_04), "<0.1ms");
+        assert_eq!(scrape_duration(0.009_97), "9.9ms");
+        assert_eq!(scrape_duration(0.25), "250ms");
+        assert_eq!(scrape_duration(0.999_9), "999ms");
+        assert_eq!(scrape_duration(1.53), "1.5s");
+        assert_eq!(scrape_duration(75.0), "1m 15s");
+        let fast = TargetHealth {
+            last_duration_seconds: Some(0.0004),
+            ..target("10.0.0.1:6443", true)
+        };
+        // A failed scrape (refused within a millisecond) has no duration to show.
+        let failed = TargetHealth {
+            last_duration_seconds: Some(0.0003),
+            last_error: Some(crate::status::ScrapeErrorKind::Connect),
+            consecutive_failures: 1,
+            ..target("10.0.0.2:6443", false)
+        };
+        let s = status(
+            vec![cutover(State::Blind, Reason::TargetDown)],
+            vec![fast, failed],
+        );
+        check_page(
+            &s,
+            &[
+                "<td class=\"mono\">10.0.0.1:6443</td><td class=\"up\">up</td><td>just now</td><td>0.4ms</td>",
+                "<td class=\"down\">down (1 failed)</td><td>10m ago</td><td>—</td><td>connect</td>",
+            ],
+        );
+        let page = render(&s, NOW);
+        assert!(!page.contains("<td>0s</td>"), "{page}");
+    }
+
+    #[test]
+    fn windows_read_as_configured() {
+        let w = |secs: u64| window_name(Duration::from_secs(secs));
+        assert_eq!(w(DAY), "24h");
+        assert_eq!(w(36 * HOUR), "36h");
+        assert_eq!(w(2 * DAY), "2d");
+        assert_eq!(w(7 * DAY), "7d");
+        assert_eq!(w(14 * DAY), "14d");
+        assert_eq!(w(7 * DAY + 12 * HOUR), "180h");
+        assert_eq!(w(90 * 60), "90m");
+        assert_eq!(w(DAY + 30), "86430s");
+        let quiet = CutoverStatus {
+            name: "token-expiry-extension".into(),
+            window_seconds: DAY,
+            ..cutover(State::NoSignal, Reason::NoEvidence)
+        };
+        let s = status(vec![quiet], vec![target("10.0.0.1:6443", true)]);
+        check_page(&s, &["<dt>uses in window</dt><dd>0 in the last 24h</dd>"]);
+        let page = render(&s, NOW);
+        let body = &page[page.find("</style>").expect("a stylesheet")..];
+        assert!(!body.contains("1d"), "{body}");
+    }
+
+    #[test]
+    fn a_ready_card_says_how_much_was_observed() {
+        let ready = |coverage_ratio: f64| CutoverStatus {
+            coverage_ratio,
+            window_seconds: DAY,
+            ready_in_seconds: Some(0),
+            evidence_increase: Some(12),
+            ..cutover(State::Ready, Reason::QuietForWindow)
+        };
+        let up = vec![target("10.0.0.1:6443", true)];
+        let partly = status(vec![ready(0.9405)], up.clone());
+        check_page(
+            &partly,
+            &[
+                "<dt>coverage</dt><dd>94.0 % (within tolerance)</dd>",
+                "No use seen in the last 24h on any apiserver, while the evidence counter rose by 12, \
+                 proving that uses would have been counted; the least-observed one was observed for \
+                 94.0 % of it, and the unobserved rest is within the coverage tolerance.",
+            ],
+        );
+        assert!(!render(&partly, NOW).contains("fully observed"));
+        let fully = status(vec![ready(1.0)], up);
+        check_page(
+            &fully,
+            &[
+                "<dt>coverage</dt><dd>100.0 %</dd>",
+                "No use in a fully observed 24h on every apiserver",
+            ],
+        );
+        assert!(!render(&fully, NOW).contains("within tolerance"));
     }
 
     #[test]

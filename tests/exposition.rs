@@ -14,10 +14,10 @@ use cutover_auditor::families::{self, TokenKind};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
-/// What a table row expects: the samples (rendered by `show`) and the
-/// duplicate count, or the exact error message.
+/// What a table row expects: the samples (rendered by `show`), or the
+/// exact error message.
 enum Want {
-    Samples(&'static [&'static str], u64),
+    Samples(&'static [&'static str]),
     Error(&'static str),
 }
 use Want::{Error, Samples};
@@ -84,10 +84,9 @@ fn extract_all_ways(watch: &Watch, input: &[u8]) -> Result<Page, String> {
 fn check(input: &str, want: Want) {
     let got = extract_all_ways(&table_watch(), input.as_bytes());
     match (got, want) {
-        (Ok(page), Samples(samples, duplicates)) => {
+        (Ok(page), Samples(samples)) => {
             let shown: Vec<String> = page.samples.iter().map(show).collect();
             assert_eq!(shown, samples, "input {input:?}");
-            assert_eq!(page.duplicates, duplicates, "duplicates of {input:?}");
         }
         (Err(err), Error(message)) => assert_eq!(err, message, "input {input:?}"),
         (Ok(page), Error(message)) => {
@@ -100,24 +99,18 @@ fn check(input: &str, want: Want) {
 #[test]
 fn prometheus_parse_failures_are_handled() {
     // Each of these is a case prometheus-parse 0.2.5 gets wrong.
-    check(
-        "m{a=\"x,y\"} 1\n",
-        Samples(&[r#"m [("a", "x,y")] 1 None"#], 0),
-    );
-    check(
-        "m{a=\"k=v\"} 1\n",
-        Samples(&[r#"m [("a", "k=v")] 1 None"#], 0),
-    );
-    check("m{a=\"}\"} 1\n", Samples(&[r#"m [("a", "}")] 1 None"#], 0));
+    check("m{a=\"x,y\"} 1\n", Samples(&[r#"m [("a", "x,y")] 1 None"#]));
+    check("m{a=\"k=v\"} 1\n", Samples(&[r#"m [("a", "k=v")] 1 None"#]));
+    check("m{a=\"}\"} 1\n", Samples(&[r#"m [("a", "}")] 1 None"#]));
     check(
         "m{a=\"1\", b=\"2\"} 1\n",
-        Samples(&[r#"m [("a", "1"), ("b", "2")] 1 None"#], 0),
+        Samples(&[r#"m [("a", "1"), ("b", "2")] 1 None"#]),
     );
     check(
         "m{a=\"q\\\"b\\\\s\\nn\"} 1\n",
-        Samples(&[r#"m [("a", "q\"b\\s\nn")] 1 None"#], 0),
+        Samples(&[r#"m [("a", "q\"b\\s\nn")] 1 None"#]),
     );
-    check("job:rate:sum 1\n", Samples(&["job:rate:sum [] 1 None"], 0));
+    check("job:rate:sum 1\n", Samples(&["job:rate:sum [] 1 None"]));
     check(
         "# TYPE m counter\nm 1\ngarbage line here\n",
         Error(
@@ -136,47 +129,41 @@ fn prometheus_parse_failures_are_handled() {
 fn values_timestamps_and_line_endings() {
     check(
         "m{a=\"1\"} NaN\nm{a=\"2\"} +Inf\nm{a=\"3\"} -Inf\n",
-        Samples(
-            &[
-                r#"m [("a", "1")] NaN None"#,
-                r#"m [("a", "2")] inf None"#,
-                r#"m [("a", "3")] -inf None"#,
-            ],
-            0,
-        ),
+        Samples(&[
+            r#"m [("a", "1")] NaN None"#,
+            r#"m [("a", "2")] inf None"#,
+            r#"m [("a", "3")] -inf None"#,
+        ]),
     );
     check(
         "m 1.5e+06 1700000000000\nm{a=\"b\"} -0.25 -5\n",
-        Samples(
-            &[
-                "m [] 1500000 Some(1700000000000)",
-                r#"m [("a", "b")] -0.25 Some(-5)"#,
-            ],
-            0,
-        ),
+        Samples(&[
+            "m [] 1500000 Some(1700000000000)",
+            r#"m [("a", "b")] -0.25 Some(-5)"#,
+        ]),
     );
     check(
         "m 1\r\nm{a=\"b\"} 2\r\n",
-        Samples(&["m [] 1 None", r#"m [("a", "b")] 2 None"#], 0),
+        Samples(&["m [] 1 None", r#"m [("a", "b")] 2 None"#]),
     );
-    check("m 1", Samples(&["m [] 1 None"], 0));
-    check("m{a=\"x\"} 1\r", Samples(&[r#"m [("a", "x")] 1 None"#], 0));
+    check("m 1", Samples(&["m [] 1 None"]));
+    check("m{a=\"x\"} 1\r", Samples(&[r#"m [("a", "x")] 1 None"#]));
     check(
         "\n\n  m 1  \n\t\nm{a=\"1\",} 2\n",
-        Samples(&["m [] 1 None", r#"m [("a", "1")] 2 None"#], 0),
+        Samples(&["m [] 1 None", r#"m [("a", "1")] 2 None"#]),
     );
-    check("m 3 # {trace_id=\"abc\"} 1\n", Samples(&["m [] 3 None"], 0));
+    check("m 3 # {trace_id=\"abc\"} 1\n", Samples(&["m [] 3 None"]));
 }
 
 #[test]
 fn eof_stops_the_page() {
     check(
         "m 1\n# EOF\nm{a=\"x\"} 2\nnot even { a sample\n",
-        Samples(&["m [] 1 None"], 0),
+        Samples(&["m [] 1 None"]),
     );
-    check("m 1\n# EOF", Samples(&["m [] 1 None"], 0));
+    check("m 1\n# EOF", Samples(&["m [] 1 None"]));
     // A comment that only starts like EOF is an ordinary comment.
-    check("# EOFX\nm 1\n", Samples(&["m [] 1 None"], 0));
+    check("# EOFX\nm 1\n", Samples(&["m [] 1 None"]));
 }
 
 #[test]
@@ -220,17 +207,17 @@ fn names_not_help_text_decide() {
         "# HELP serviceaccount_legacy_tokens_total [BETA] Cumulative legacy service account tokens used\n\
          # TYPE serviceaccount_legacy_tokens_total counter\n\
          serviceaccount_legacy_tokens_total 7\n",
-        Samples(&["serviceaccount_legacy_tokens_total [] 7 None"], 0),
+        Samples(&["serviceaccount_legacy_tokens_total [] 7 None"]),
     );
     // Names that merely start like a watched one, and HELP text naming one.
     check(
         "mm 5\nm_created 3\nm:x 2\n# HELP other mentions m 5\nother{m=\"1\"} 9\n",
-        Samples(&[], 0),
+        Samples(&[]),
     );
     // Unwatched lines are skipped unparsed, however broken.
     check(
         "foo{ 1\n# TYPE bar\nbar baz qux\nm 2\n",
-        Samples(&["m [] 2 None"], 0),
+        Samples(&["m [] 2 None"]),
     );
 }
 
@@ -239,12 +226,12 @@ fn family_blocks_and_openmetrics_suffixes() {
     // Inside the block, suffixed samples belong to the family but are not it.
     check(
         "# TYPE m counter\nm 1\nm_created 5\n",
-        Samples(&["m [] 1 None", "m_created [] 5 None"], 0),
+        Samples(&["m [] 1 None", "m_created [] 5 None"]),
     );
     // An untyped family right after a watched block ends the block.
     check(
-        "# TYPE m counter\nm 1\nother 2\nm 3\n",
-        Samples(&["m [] 1 None"], 1),
+        "# TYPE m counter\nm 1\nother 2\nm{a=\"1\"} 3\n",
+        Samples(&["m [] 1 None", r#"m [("a", "1")] 3 None"#]),
     );
     // OpenMetrics counter: the family is the base name, the sample `_total`.
     check(
@@ -253,29 +240,102 @@ fn family_blocks_and_openmetrics_suffixes() {
          serviceaccount_legacy_tokens_total 3\n\
          serviceaccount_legacy_tokens_created 1.7e9\n\
          # EOF\n",
-        Samples(
-            &[
-                "serviceaccount_legacy_tokens_total [] 3 None",
-                "serviceaccount_legacy_tokens_created [] 1700000000 None",
-            ],
-            0,
-        ),
+        Samples(&[
+            "serviceaccount_legacy_tokens_total [] 3 None",
+            "serviceaccount_legacy_tokens_created [] 1700000000 None",
+        ]),
     );
 }
 
 #[test]
-fn duplicate_series_keep_the_first() {
+fn a_series_sampled_twice_is_an_error_naming_both_lines() {
+    // Another value: neither is picked.
     check(
-        "m 1\nm 2\nm{a=\"1\",b=\"2\"} 3\nm{b=\"2\", a=\"1\"} 4\nm{a=\"1\"} 5\n",
-        Samples(
-            &[
-                "m [] 1 None",
-                r#"m [("a", "1"), ("b", "2")] 3 None"#,
-                r#"m [("a", "1")] 5 None"#,
-            ],
-            2,
+        "m 1\nm 2\n",
+        Error("line 2: m: series m sampled twice: first on line 1 (value 1), again here (value 2)"),
+    );
+    // Labels in another order, with other lines, blanks and comments between.
+    check(
+        "m{a=\"1\",b=\"2\"} 3\nother 1\n\n# HELP m x\nm{b=\"2\", a=\"1\"} 4\n",
+        Error(
+            r#"line 5: m: series m{b="2",a="1"} sampled twice: first on line 1 (value 3), again here (value 4)"#,
         ),
     );
+    // The same value twice is an error too: Prometheus rejects such a page.
+    check(
+        "job:rate:sum{a=\"x\\\"y\"} 5\njob:rate:sum{a=\"x\\\"y\"} 5\n",
+        Error(
+            r#"line 2: job:rate:sum: series job:rate:sum{a="x\"y"} sampled twice: first on line 1 (value 5), again here (value 5)"#,
+        ),
+    );
+    // Inside a HELP/TYPE block, after an untyped family, and with `_total`.
+    check(
+        "# TYPE m counter\nm 1\nother 2\nm 3\n",
+        Error("line 4: m: series m sampled twice: first on line 2 (value 1), again here (value 3)"),
+    );
+    check(
+        "# TYPE serviceaccount_legacy_tokens counter\n\
+         serviceaccount_legacy_tokens_total 3\n\
+         serviceaccount_legacy_tokens_created 1\n\
+         serviceaccount_legacy_tokens_total 4\n",
+        Error(
+            "line 4: serviceaccount_legacy_tokens_total: series serviceaccount_legacy_tokens_total \
+             sampled twice: first on line 2 (value 3), again here (value 4)",
+        ),
+    );
+    // A last line without newline is checked too.
+    check(
+        "m{a=\"1\"} 1\nm{a=\"1\"} 1",
+        Error(
+            r#"line 2: m: series m{a="1"} sampled twice: first on line 1 (value 1), again here (value 1)"#,
+        ),
+    );
+    // Other label sets or names are other series.
+    check(
+        "m 1\nm{a=\"1\"} 2\nm{a=\"2\"} 3\nm{a=\"1\",b=\"1\"} 4\nm{b=\"1\"} 5\nm_created 6\n",
+        Samples(&[
+            "m [] 1 None",
+            r#"m [("a", "1")] 2 None"#,
+            r#"m [("a", "2")] 3 None"#,
+            r#"m [("a", "1"), ("b", "1")] 4 None"#,
+            r#"m [("b", "1")] 5 None"#,
+        ]),
+    );
+    check(
+        "m{a=\"1\",b=\"2\"} 1\nm{a=\"2\",b=\"1\"} 2\n",
+        Samples(&[
+            r#"m [("a", "1"), ("b", "2")] 1 None"#,
+            r#"m [("a", "2"), ("b", "1")] 2 None"#,
+        ]),
+    );
+}
+
+#[test]
+fn a_duplicate_in_a_real_page_names_both_lines() {
+    use cutover_auditor::inspect::exit_code;
+    let text = std::fs::read_to_string(real_path(REAL[5].file)).expect("fixture reads");
+    let line = "serviceaccount_legacy_tokens_total 0\n";
+    let at = text.find(line).expect("the legacy counter") + line.len();
+    let mut broken = text.clone();
+    broken.insert_str(at, "serviceaccount_legacy_tokens_total 7\n");
+    let err = extract_from_reader(
+        Watch::default_families(),
+        gzip(broken.as_bytes()).as_slice(),
+    )
+    .expect_err("duplicate");
+    assert_eq!(
+        err.to_string(),
+        "line 22434: serviceaccount_legacy_tokens_total: series serviceaccount_legacy_tokens_total \
+         sampled twice: first on line 22433 (value 0), again here (value 7)"
+    );
+    // `inspect` exits 65 (data error) on it, as on any malformed line.
+    assert_eq!(exit_code(&err), 65);
+    for chunk in [7, 4096] {
+        let err = feed_decoder(&Watch::default_families(), broken.as_bytes(), chunk)
+            .expect_err("duplicate");
+        assert_eq!(err.metric_label(), "malformed");
+        assert!(err.to_string().starts_with("line 22434: "), "{err}");
+    }
 }
 
 #[test]
@@ -331,7 +391,10 @@ fn long_unwatched_lines_are_not_buffered() {
 
 #[test]
 fn gzip_errors_and_limits() {
-    let page = b"m 1\nm{a=\"b\"} 2\n".repeat(1000);
+    // 2000 distinct series: a repeated one would be an error.
+    let page: Vec<u8> = (0..2000)
+        .flat_map(|i| format!("m{{i=\"{i}\"}} 1\n").into_bytes())
+        .collect();
     let zipped = gzip(&page);
 
     let truncated = &zipped[..zipped.len() / 2];
@@ -363,7 +426,7 @@ fn gzip_errors_and_limits() {
     assert!(dec.feed(&page).is_err());
     let mut dec = PageDecoder::with_limit(table_watch(), page.len() as u64);
     dec.feed(&page).expect("at the limit");
-    assert_eq!(dec.finish().expect("page").duplicates, 1998);
+    assert_eq!(dec.finish().expect("page").samples.len(), 2000);
 
     // Concatenated gzip members are one page.
     let mut two = gzip(b"m 1\n");
@@ -485,7 +548,6 @@ fn real_pages_give_the_documented_values() {
             page.family_sum(families::RESET_SENTINEL)
                 .is_some_and(|v| v > 0.0)
         );
-        assert_eq!(page.duplicates, 0);
         assert_eq!(
             page.lines as usize,
             bytecount_lines(&bytes),

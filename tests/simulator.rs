@@ -553,3 +553,360 @@ async fn simulate_from_file_runs_for_the_scenario_duration() {
     .await;
     assert!(missing.is_err_and(|e| e.to_string().contains("missing.toml")));
 }
+
+/// Retries `probe` every 10 ms for up to 5 s until it returns `Some`: the
+/// listeners open and close on their own poll, which has no event to await.
+async fn eventually<T, F: AsyncFnMut() -> Option<T>>(what: &str, mut probe: F) -> T {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Ground truth of `valid` increments on instance `i` in `(from, to]`
+/// seconds from the start (from 0: the tick at the start included).
+fn valid_uses(f: &Fixture, i: usize, from: u64, to: u64) -> u64 {
+    use cutover_auditor::families::TokenKind;
+    let lower = match from {
+        0 => Timestamp(ORIGIN.0 - 1),
+        s => ORIGIN + Duration::from_secs(s),
+    };
+    f.sim
+        .increments(i, TokenKind::Valid, lower, ORIGIN + Duration::from_secs(to))
+}
+
+#[tokio::test]
+async fn page_outages_answer_200_or_403_while_counters_keep_counting() {
+    use cutover_auditor::exposition::{PageDecoder, Watch};
+    use cutover_auditor::families::{BUILD_INFO, PROCESS_START_TIME, RESET_SENTINEL, TokenKind};
+    // Instance 4 has no outage: the control. The scraper's own token counts
+    // as `none`, so only the client moves the counters.
+    let f = start(
+        r#"
+        scraper_counts_as = "none"
+        page_kib = 16
+        [[instances]]
+        version = "1.35.0"
+        count = 5
+        [[clients]]
+        kind = "valid"
+        interval = "1s"
+        [[events]]
+        at = "1m"
+        action = "outage"
+        instance = 0
+        mode = "http_403"
+        for = "5m"
+        [[events]]
+        at = "1m"
+        action = "outage"
+        instance = 1
+        mode = "empty_page"
+        for = "5m"
+        [[events]]
+        at = "1m"
+        action = "outage"
+        instance = 2
+        mode = "no_families"
+        for = "5m"
+        [[events]]
+        at = "1m"
+        action = "outage"
+        instance = 3
+        mode = "truncated"
+        for = "5m"
+        "#,
+    )
+    .await;
+    let token = f.token();
+    let full_before = f.page(3).await;
+    f.clock.advance(Duration::from_secs(150));
+
+    let forbidden = f.get(0, "/metrics", Some(&token)).await;
+    assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
+    let body = forbidden.text().await.expect("body");
+    assert!(body.contains("\"reason\":\"Forbidden\""), "{body}");
+    assert!(!body.contains("serviceaccount_"), "{body}");
+    // Only /metrics is refused: the instance is otherwise healthy.
+    assert_eq!(
+        f.get(0, "/version", Some(&token)).await.status(),
+        StatusCode::OK
+    );
+
+    let empty = f.get(1, "/metrics", Some(&token)).await;
+    assert_eq!(empty.status(), StatusCode::OK);
+    assert!(
+        empty
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.to_str().is_ok_and(|v| v.starts_with("text/plain"))),
+        "{:?}",
+        empty.headers()
+    );
+    assert_eq!(empty.bytes().await.expect("body").len(), 0);
+
+    let extract = |page: &str| {
+        let mut dec = PageDecoder::new(Watch::default_families());
+        dec.feed(page.as_bytes()).expect("page reads");
+        dec.finish().expect("page reads")
+    };
+    let token_families: Vec<&str> = TokenKind::ALL.iter().map(|k| k.family()).collect();
+
+    let no_families = f.page(2).await;
+    let page = extract(&no_families);
+    let absent = page.absent();
+    for family in token_families.iter().chain([&RESET_SENTINEL]) {
+        assert!(absent.contains(family), "{family} on the page");
+    }
+    assert!(page.is_present(PROCESS_START_TIME) && page.is_present(BUILD_INFO));
+    assert!(no_families.contains("apiserver_request_total"));
+    assert!(no_families.ends_with('\n'));
+
+    let truncated = f.page(3).await;
+    assert!(!truncated.is_empty() && !truncated.ends_with('\n'));
+    assert!(!truncated.contains("serviceaccount_"));
+    // Cut in the middle of a line of the page as it would be.
+    let cut_line = truncated.rsplit('\n').next().expect("a last line");
+    assert!(
+        full_before
+            .lines()
+            .any(|l| l.starts_with(cut_line) && l.len() > cut_line.len()),
+        "{cut_line:?} is not the start of a longer line"
+    );
+    assert!(truncated.len() < full_before.len() / 2 + 1);
+    for family in &token_families {
+        assert!(extract(&truncated).absent().contains(family), "{family}");
+    }
+
+    // The clients kept using every instance: each counts like the control.
+    // 1 request/s cached 10 s: 9 misses in (60s, 150s].
+    for i in 0..5 {
+        assert_eq!(valid_uses(&f, i, 60, 150), 9, "instance {i}");
+    }
+    // After the outage the pages are whole again and hold every use.
+    f.clock.advance(Duration::from_secs(300));
+    for i in 0..4 {
+        let page = extract(&f.page(i).await);
+        assert_eq!(
+            page.family_sum(TokenKind::Valid.family()),
+            Some(valid_uses(&f, i, 0, 450) as f64),
+            "instance {i}"
+        );
+        assert!(
+            page.absent().is_empty(),
+            "instance {i}: {:?}",
+            page.absent()
+        );
+    }
+    f.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_outage_from_the_start_outlasts_the_scenario() {
+    let f = start(
+        r#"
+        duration = "10m"
+        scraper_counts_as = "none"
+        [[instances]]
+        version = "1.35.0"
+        count = 3
+        [[clients]]
+        kind = "valid"
+        interval = "1s"
+        [[events]]
+        at = "0s"
+        action = "outage"
+        instance = 0
+        mode = "refuse"
+        for = "30d"
+        [[events]]
+        at = "0s"
+        action = "outage"
+        instance = 1
+        mode = "http_500"
+        for = "30d"
+        "#,
+    )
+    .await;
+    let token = f.token();
+    let refused = async || {
+        f.client(0)
+            .get(f.url(0, "/metrics"))
+            .bearer_auth(&token)
+            .send()
+            .await
+    };
+    // Closed from the very first moment, never accepted then reset.
+    let first = refused().await;
+    assert!(first.as_ref().is_err_and(|e| e.is_connect()), "{first:?}");
+    assert_eq!(
+        f.get(1, "/metrics", Some(&token)).await.status(),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert!(
+        f.page(2)
+            .await
+            .contains("serviceaccount_valid_tokens_total")
+    );
+    // Past the scenario's duration, both outages still last.
+    f.clock.advance(Duration::from_secs(3600));
+    let later = refused().await;
+    assert!(later.as_ref().is_err_and(|e| e.is_connect()), "{later:?}");
+    assert_eq!(
+        f.get(1, "/metrics", Some(&token)).await.status(),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    // A refusing instance gets no requests; a failing one is still used.
+    assert_eq!(valid_uses(&f, 0, 0, 3600), 0);
+    assert_eq!(valid_uses(&f, 1, 0, 3600), 361);
+    assert_eq!(valid_uses(&f, 2, 0, 3600), 361);
+    f.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_joining_instance_can_fail_its_first_scrapes() {
+    let f = start(
+        r#"
+        scraper_counts_as = "none"
+        [[instances]]
+        version = "1.35.0"
+        [[clients]]
+        kind = "valid"
+        interval = "1s"
+        [[events]]
+        at = "1m"
+        action = "add_instance"
+        version = "1.34.2"
+        [[events]]
+        at = "1m"
+        action = "outage"
+        instance = 1
+        mode = "http_500"
+        for = "10m"
+        "#,
+    )
+    .await;
+    let token = f.token();
+    let before = f
+        .client(1)
+        .get(f.url(1, "/metrics"))
+        .bearer_auth(&token)
+        .send()
+        .await;
+    assert!(before.as_ref().is_err_and(|e| e.is_connect()), "{before:?}");
+    f.clock.advance(Duration::from_secs(60));
+    // The port opens on the listener's poll; its very first answer is a 500.
+    let first = eventually("instance 1 to listen", async || {
+        let res = f
+            .client(1)
+            .get(f.url(1, "/metrics"))
+            .bearer_auth(&token)
+            .send()
+            .await;
+        res.ok().map(|r| r.status())
+    })
+    .await;
+    assert_eq!(first, StatusCode::INTERNAL_SERVER_ERROR);
+    f.clock.advance(Duration::from_secs(540));
+    assert_eq!(
+        f.get(1, "/metrics", Some(&token)).await.status(),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    // Used from the moment it joined (ticks 60, 70, ..., 600 s).
+    assert_eq!(valid_uses(&f, 1, 0, 600), 55);
+    f.clock.advance(Duration::from_secs(60));
+    let page = f.page(1).await;
+    assert_eq!(
+        sample(&page, "serviceaccount_valid_tokens_total"),
+        Some(valid_uses(&f, 1, 0, 660) as f64)
+    );
+    f.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_misnamed_certificate_fails_verification_for_its_instance_only() {
+    use cutover_auditor::credentials::TokenFile;
+    use cutover_auditor::exposition::Watch;
+    use cutover_auditor::scrape::{Scraper, Target};
+    use cutover_auditor::status::ScrapeErrorKind;
+    use std::sync::Arc;
+    let f = start(
+        r#"
+        [[instances]]
+        version = "1.35.0"
+        count = 2
+        [[instances]]
+        version = "1.35.0"
+        cert_name = "wrong.example"
+        "#,
+    )
+    .await;
+    let token = f.token();
+    // Discovery lists all three, as for any serving instance.
+    let service = f.sim.service_address();
+    let res = client(&f.ca(), service)
+        .get(format!(
+            "https://kubernetes:{}{KUBERNETES_SLICES_PATH}",
+            service.port()
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("discovery");
+    let list: EndpointSliceList =
+        serde_json::from_slice(&res.bytes().await.expect("body")).expect("JSON");
+    let discovered = list.ready_addresses("https");
+    assert_eq!(discovered, f.sim.instance_addresses().to_vec());
+    // Scraped as the daemon does under discovery: by address, verified as `kubernetes`.
+    let mut outcomes = Vec::new();
+    for addr in discovered {
+        let target = Target {
+            instance: addr.to_string(),
+            addr,
+            server_name: "kubernetes".to_string(),
+            path: "/metrics".to_string(),
+            ca_file: f.sim.ca_path().to_path_buf(),
+            token: Arc::new(TokenFile::new(f.sim.token_path().to_path_buf())),
+        };
+        let scraper = Scraper::new(target, Duration::from_secs(5), 64 << 20).expect("scraper");
+        outcomes.push(
+            scraper
+                .scrape(&Watch::default_families())
+                .await
+                .map(|_| ())
+                .map_err(|e| (e.kind, e.detail)),
+        );
+    }
+    assert!(outcomes[0].is_ok() && outcomes[1].is_ok(), "{outcomes:?}");
+    let (kind, detail) = outcomes[2].clone().expect_err("wrong name");
+    assert_eq!(kind, ScrapeErrorKind::Tls, "{detail}");
+    assert!(
+        detail.contains("not valid for name \"kubernetes\""),
+        "{detail}"
+    );
+    // By IP it fails too; for its own name it verifies, so it is the name
+    // (not the CA) that is wrong.
+    let addr = f.sim.instance_addresses()[2];
+    let by_ip = client(&f.ca(), addr)
+        .get(format!("https://{addr}/version"))
+        .send()
+        .await;
+    assert!(by_ip.is_err(), "{by_ip:?}");
+    let own = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(f.ca().as_bytes()).expect("PEM"))
+        .resolve("wrong.example", addr)
+        .build()
+        .expect("client")
+        .get(format!("https://wrong.example:{}/version", addr.port()))
+        .send()
+        .await
+        .expect("verifies for its own name");
+    assert_eq!(own.status(), StatusCode::OK);
+    f.sim.shutdown().await;
+}

@@ -300,3 +300,91 @@ fn demo_world_shows_both_cutovers() {
     assert!(total(TokenKind::Valid, 2 * H, 3 * H) > 0);
     assert_eq!(world.rotations(), 1);
 }
+
+#[test]
+fn every_outage_mode_keeps_or_stops_the_counters_as_documented() {
+    use cutover_auditor::simulator::scenario::OutageMode;
+    // One instance per mode plus a control (last), each from 0s for longer
+    // than the scenario lasts; a 1 req/s client on all of them.
+    let mut scenario = String::from(
+        "duration = \"10m\"\n[[instances]]\nversion = \"1.35.0\"\ncount = 9\n\
+         [[clients]]\nkind = \"legacy_auto\"\ninterval = \"1s\"\n",
+    );
+    for (i, mode) in OutageMode::ALL.iter().enumerate() {
+        scenario.push_str(&format!(
+            "[[events]]\nat = \"0s\"\naction = \"outage\"\ninstance = {i}\nmode = \"{}\"\nfor = \"30d\"\n",
+            mode.name()
+        ));
+    }
+    // 1 h = 3600 s at 1 req/s, cached 10 s: 361 misses from the tick at 0 on.
+    let world = check(&scenario, H, &[want(8, TokenKind::LegacyAuto, 0, H, 361)]);
+    for (i, mode) in OutageMode::ALL.iter().enumerate() {
+        let view = world.view(i).expect("instance");
+        assert_eq!(view.outage.map(|o| o.0), Some(*mode), "still on after 1h");
+        let uses = world.increments(
+            i,
+            TokenKind::LegacyAuto,
+            Timestamp(ORIGIN.0 - 1),
+            world.now(),
+        );
+        let want = if mode.unreachable() { 0 } else { 361 };
+        assert_eq!(uses, want, "{}", mode.name());
+        // The counter on the page is the ground truth, whatever is served.
+        assert_eq!(
+            view.counters
+                .iter()
+                .find(|(k, _)| *k == TokenKind::LegacyAuto)
+                .map(|c| c.1),
+            Some(want),
+            "{}",
+            mode.name()
+        );
+    }
+}
+
+#[test]
+fn an_instance_joins_and_fails_at_the_same_time() {
+    let scenario = r#"
+        [[instances]]
+        version = "1.35.0"
+        [[clients]]
+        kind = "valid"
+        interval = "1s"
+        [[events]]
+        at = "30m"
+        action = "add_instance"
+        version = "1.35.0"
+        cert_name = "wrong.example"
+        [[events]]
+        at = "30m"
+        action = "outage"
+        instance = 1
+        mode = "no_families"
+        for = "1h"
+    "#;
+    let s = Scenario::parse(scenario).expect("valid");
+    assert_eq!(s.cert_name(0), None);
+    assert_eq!(s.cert_name(1), Some("wrong.example"));
+    // From 30m (its first tick) to 2h: 541 misses of the 10 s cache.
+    let world = check(
+        scenario,
+        2 * H,
+        &[
+            want(1, TokenKind::Valid, 0, 30 * 60 - 1, 0),
+            want(1, TokenKind::Valid, 30 * 60 - 1, 2 * H, 541),
+        ],
+    );
+    let view = world.view(1).expect("instance 1");
+    assert_eq!(view.presence, Presence::Up);
+    assert_eq!(view.outage, None, "over after 1h");
+    let mut world = World::new(&s, ORIGIN);
+    world.advance(ORIGIN + Duration::from_secs(30 * 60));
+    let view = world.view(1).expect("instance 1");
+    assert_eq!(view.presence, Presence::Up);
+    assert_eq!(
+        view.outage.map(|o| o.0),
+        Some(cutover_auditor::simulator::scenario::OutageMode::NoFamilies),
+        "failing from the moment it joins"
+    );
+    assert_eq!(view.start_time, ORIGIN + Duration::from_secs(30 * 60));
+}

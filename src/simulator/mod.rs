@@ -154,8 +154,8 @@ impl Simulation {
             listeners.push(listener);
         }
         let mut tls_configs = Vec::with_capacity(count);
-        for addr in &addrs {
-            tls_configs.push(ca.server_config(&[addr.ip()])?);
+        for (i, addr) in addrs.iter().enumerate() {
+            tls_configs.push(ca.instance_config(scenario.cert_name(i), addr.ip())?);
         }
         let service_listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let service = service_listener

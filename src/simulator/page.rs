@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use crate::families::{BUILD_INFO, PROCESS_START_TIME, RESET_SENTINEL, TokenKind};
 
-use super::scenario::KubeVersion;
+use super::scenario::{KubeVersion, OutageMode};
 use super::world::InstanceView;
 
 /// The families of a page that do not change between scrapes, sorted by name.
@@ -157,8 +157,38 @@ impl Bulk {
     }
 }
 
+/// The page the instance serves right now: [`render`], except during the
+/// outages that spoil the page (`empty_page`, `no_families`, `truncated`).
+pub fn render_served(view: &InstanceView, bulk: &Bulk) -> String {
+    match view.outage.map(|(mode, _)| mode) {
+        Some(OutageMode::EmptyPage) => String::new(),
+        Some(OutageMode::NoFamilies) => render_families(view, bulk, false),
+        Some(OutageMode::Truncated) => truncated(render(view, bulk)),
+        _ => render(view, bulk),
+    }
+}
+
 /// The whole page of an instance: bulk plus the live families, sorted by name.
 pub fn render(view: &InstanceView, bulk: &Bulk) -> String {
+    render_families(view, bulk, true)
+}
+
+/// `page` cut in the middle of the line halfway to the first
+/// `serviceaccount_*` family (halfway through the page if there is none):
+/// just after the line's `{` if it has one, else at its middle. The cut line
+/// has no newline and is never a complete sample.
+pub fn truncated(mut page: String) -> String {
+    let end = page.find("\n# HELP serviceaccount_").unwrap_or(page.len());
+    let p = end / 2;
+    let line_start = page[..p].rfind('\n').map_or(0, |n| n + 1);
+    let line_end = page[p..].find('\n').map_or(page.len(), |n| p + n);
+    let line = &page[line_start..line_end];
+    let cut = line.find('{').map_or(line.len() / 2, |b| b + 1);
+    page.truncate(line_start + cut);
+    page
+}
+
+fn render_families(view: &InstanceView, bulk: &Bulk, token_families: bool) -> String {
     let v = view.version;
     let mut live: Vec<(String, String)> = Vec::new();
     let mut cache = Family::new(RESET_SENTINEL, "counter", "[ALPHA] ");
@@ -172,7 +202,9 @@ pub fn render(view: &InstanceView, bulk: &Bulk) -> String {
         "{RESET_SENTINEL}{{status=\"miss\"}} {}",
         go_float(view.cache_misses as f64)
     );
-    live.push((RESET_SENTINEL.to_string(), cache.text()));
+    if token_families {
+        live.push((RESET_SENTINEL.to_string(), cache.text()));
+    }
     let mut build = Family::new(
         BUILD_INFO,
         "gauge",
@@ -198,7 +230,7 @@ pub fn render(view: &InstanceView, bulk: &Bulk) -> String {
         go_float(view.start_time.as_secs_f64())
     );
     live.push((PROCESS_START_TIME.to_string(), start.text()));
-    for (kind, value) in &view.counters {
+    for (kind, value) in view.counters.iter().filter(|_| token_families) {
         let name = kind.family();
         let mut f = Family::new(name, "counter", &help(*kind, v));
         let _ = writeln!(f.body, "{name} {}", go_float(*value as f64));

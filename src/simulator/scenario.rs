@@ -35,6 +35,10 @@ pub struct Scenario {
     pub page_kib: usize,
     /// The versions of the instances present at start, one per instance.
     pub instances: Vec<KubeVersion>,
+    /// The certificate name of each instance present at start, parallel to
+    /// `instances`: `None` for the cluster's names and the instance IP,
+    /// `Some(name)` for a certificate that carries only `name`.
+    pub cert_names: Vec<Option<String>>,
     /// The token clients.
     pub clients: Vec<Client>,
     /// Events, sorted by time (stable: same-time events keep file order).
@@ -128,6 +132,8 @@ pub enum Action {
     AddInstance {
         /// Its version.
         version: KubeVersion,
+        /// Its certificate name, as `Scenario::cert_names`.
+        cert_name: Option<String>,
     },
     /// The instance leaves: its listener closes, discovery drops it.
     RemoveInstance {
@@ -161,7 +167,57 @@ pub enum OutageMode {
     Http500,
     /// Pages are delivered slowly, spread over the outage's `delay`.
     Slow,
+    /// `GET /metrics` gets `403 Forbidden` (other paths still answer).
+    Http403,
+    /// `GET /metrics` gets `200` with an empty body.
+    EmptyPage,
+    /// `GET /metrics` gets `200` with a page that lacks every
+    /// `serviceaccount_*` family and the reset sentinel, the rest intact.
+    NoFamilies,
+    /// `GET /metrics` gets `200` with a page cut in the middle of a line
+    /// before the first `serviceaccount_*` family.
+    Truncated,
 }
+
+impl OutageMode {
+    /// Every mode, in documentation order.
+    pub const ALL: [OutageMode; 8] = [
+        OutageMode::Refuse,
+        OutageMode::Hang,
+        OutageMode::Http500,
+        OutageMode::Slow,
+        OutageMode::Http403,
+        OutageMode::EmptyPage,
+        OutageMode::NoFamilies,
+        OutageMode::Truncated,
+    ];
+
+    /// The scenario-file name of the mode.
+    pub const fn name(self) -> &'static str {
+        match self {
+            OutageMode::Refuse => "refuse",
+            OutageMode::Hang => "hang",
+            OutageMode::Http500 => "http_500",
+            OutageMode::Slow => "slow",
+            OutageMode::Http403 => "http_403",
+            OutageMode::EmptyPage => "empty_page",
+            OutageMode::NoFamilies => "no_families",
+            OutageMode::Truncated => "truncated",
+        }
+    }
+
+    fn parse(s: &str) -> Option<OutageMode> {
+        OutageMode::ALL.into_iter().find(|m| m.name() == s)
+    }
+
+    /// True while requests cannot reach the instance at all (clients'
+    /// tokens are not authenticated, counters do not move).
+    pub const fn unreachable(self) -> bool {
+        matches!(self, OutageMode::Refuse | OutageMode::Hang)
+    }
+}
+
+const MODES: &str = "refuse, hang, http_500, slow, http_403, empty_page, no_families, truncated";
 
 /// Why a scenario could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -202,6 +258,17 @@ impl Scenario {
             source,
         })?;
         Scenario::parse(&text)
+    }
+
+    /// The certificate name of instance `i` (counting instances that join
+    /// later, in event order): `None` for the cluster's names and the
+    /// instance IP, `Some(name)` for a certificate that carries only `name`.
+    pub fn cert_name(&self, i: usize) -> Option<&str> {
+        let added = self.events.iter().filter_map(|e| match &e.action {
+            Action::AddInstance { cert_name, .. } => Some(cert_name),
+            _ => None,
+        });
+        self.cert_names.iter().chain(added).nth(i)?.as_deref()
     }
 }
 
@@ -309,6 +376,7 @@ struct RawScenario {
 struct RawInstances {
     version: String,
     count: Option<i64>,
+    cert_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -343,6 +411,7 @@ struct RawEvent {
     #[serde(rename = "for")]
     duration: Option<String>,
     delay: Option<String>,
+    cert_name: Option<String>,
 }
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ScenarioError {
@@ -370,6 +439,25 @@ fn positive(key: &str, value: Option<&str>, default: Duration) -> Result<Duratio
         return Err(invalid(key, "must be longer than zero"));
     }
     Ok(d)
+}
+
+/// A certificate name: a DNS name of letters, digits, `-` and `.`.
+fn cert_name(key: &str, name: Option<String>) -> Result<Option<String>, ScenarioError> {
+    let Some(name) = name else { return Ok(None) };
+    let labels_ok = name.split('.').all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    });
+    if name.len() > 253 || !labels_ok || name.parse::<std::net::IpAddr>().is_ok() {
+        return Err(invalid(
+            key,
+            format!("{name:?} is not a DNS name, e.g. \"wrong.example\""),
+        ));
+    }
+    Ok(Some(name))
 }
 
 fn version(key: &str, v: &str) -> Result<KubeVersion, ScenarioError> {
@@ -422,7 +510,8 @@ impl RawScenario {
             Some(k) => return Err(invalid("page_kib", format!("{k} is outside 0..=65536"))),
         };
         let mut instances = Vec::new();
-        for (i, raw) in self.instances.iter().enumerate() {
+        let mut cert_names = Vec::new();
+        for (i, raw) in self.instances.into_iter().enumerate() {
             let v = version(&format!("instances[{i}].version"), &raw.version)?;
             let count = raw.count.unwrap_or(1);
             if !(1..=64).contains(&count) {
@@ -431,7 +520,9 @@ impl RawScenario {
                     format!("{count} is outside 1..=64"),
                 ));
             }
+            let name = cert_name(&format!("instances[{i}].cert_name"), raw.cert_name)?;
             instances.extend(std::iter::repeat_n(v, count as usize));
+            cert_names.extend(std::iter::repeat_n(name, count as usize));
         }
         if instances.is_empty() {
             return Err(invalid(
@@ -506,6 +597,7 @@ impl RawScenario {
             scraper_counts_as,
             page_kib,
             instances,
+            cert_names,
             clients,
             events,
         })
@@ -598,7 +690,7 @@ impl RawEvent {
         // scenario does not silently ignore them.
         let allowed: &[&str] = match self.action.as_str() {
             "restart" | "delete_metrics" | "remove_instance" => &["instance"],
-            "add_instance" => &["version"],
+            "add_instance" => &["version", "cert_name"],
             "outage" => &["instance", "mode", "for", "delay"],
             "rotate_token" => &[],
             other => {
@@ -616,6 +708,7 @@ impl RawEvent {
             ("mode", self.mode.is_some()),
             ("for", self.duration.is_some()),
             ("delay", self.delay.is_some()),
+            ("cert_name", self.cert_name.is_some()),
         ] {
             if present && !allowed.contains(&name) {
                 return Err(invalid(
@@ -641,24 +734,18 @@ impl RawEvent {
                         .as_deref()
                         .ok_or_else(|| invalid(key("version"), "is required for add_instance"))?,
                 )?,
+                cert_name: cert_name(&key("cert_name"), self.cert_name.clone())?,
             },
             "outage" => Action::Outage {
                 instance: instance()?,
                 mode: match self.mode.as_deref() {
-                    Some("refuse") => OutageMode::Refuse,
-                    Some("hang") => OutageMode::Hang,
-                    Some("http_500") => OutageMode::Http500,
-                    Some("slow") => OutageMode::Slow,
-                    Some(other) => {
-                        return Err(invalid(
-                            key("mode"),
-                            format!("{other:?} is not one of: refuse, hang, http_500, slow"),
-                        ));
-                    }
+                    Some(m) => OutageMode::parse(m).ok_or_else(|| {
+                        invalid(key("mode"), format!("{m:?} is not one of: {MODES}"))
+                    })?,
                     None => {
                         return Err(invalid(
                             key("mode"),
-                            "is required for outage (refuse, hang, http_500, slow)",
+                            format!("is required for outage ({MODES})"),
                         ));
                     }
                 },
@@ -759,6 +846,65 @@ mod tests {
                 "{ONE}[[events]]\nat = \"1m\"\naction = \"add_instance\"\nversion = \"1.28.3\"\n[[events]]\nat = \"2m\"\naction = \"restart\"\ninstance = 1\n"
             ),
             Ok(()),
+        );
+    }
+
+    #[test]
+    fn outage_modes_and_certificate_names_parse() {
+        let outage = |mode: &str| {
+            format!(
+                "{ONE}[[events]]\nat = \"0s\"\naction = \"outage\"\ninstance = 0\nmode = \"{mode}\"\nfor = \"400d\"\n"
+            )
+        };
+        for mode in OutageMode::ALL {
+            let s = Scenario::parse(&outage(mode.name())).expect("valid mode");
+            assert!(matches!(s.events[0].action, Action::Outage { mode: m, .. } if m == mode));
+        }
+        check(
+            &outage("http_404"),
+            Err(
+                "\"http_404\" is not one of: refuse, hang, http_500, slow, http_403, empty_page, no_families, truncated",
+            ),
+        );
+        let s = Scenario::parse(&format!(
+            "{ONE}[[instances]]\nversion = \"1.35.0\"\ncount = 2\ncert_name = \"wrong.example\"\n\
+             [[events]]\nat = \"1m\"\naction = \"add_instance\"\nversion = \"1.35.0\"\n\
+             [[events]]\nat = \"2m\"\naction = \"add_instance\"\nversion = \"1.35.0\"\ncert_name = \"other.example\"\n"
+        ))
+        .expect("valid");
+        let names: Vec<Option<&str>> = (0..6).map(|i| s.cert_name(i)).collect();
+        assert_eq!(
+            names,
+            [
+                None,
+                Some("wrong.example"),
+                Some("wrong.example"),
+                None,
+                Some("other.example"),
+                None
+            ]
+        );
+        check(
+            "[[instances]]\nversion = \"1.35.0\"\ncert_name = \"bad name\"\n",
+            Err("`instances[0].cert_name`: \"bad name\" is not a DNS name"),
+        );
+        check(
+            "[[instances]]\nversion = \"1.35.0\"\ncert_name = \"127.0.0.1\"\n",
+            Err("`instances[0].cert_name`"),
+        );
+        check(
+            &format!(
+                "{ONE}[[events]]\nat = \"1m\"\naction = \"restart\"\ninstance = 0\ncert_name = \"x.example\"\n"
+            ),
+            Err("`events[0].cert_name`: is not used"),
+        );
+        // An outage on a joining instance must come after its add_instance.
+        let join = "[[events]]\nat = \"1m\"\naction = \"add_instance\"\nversion = \"1.35.0\"\n";
+        let fail = "[[events]]\nat = \"1m\"\naction = \"outage\"\ninstance = 1\nmode = \"http_500\"\nfor = \"5m\"\n";
+        check(&format!("{ONE}{join}{fail}"), Ok(()));
+        check(
+            &format!("{ONE}{fail}{join}"),
+            Err("instance 1 at 1m does not exist"),
         );
     }
 

@@ -34,7 +34,7 @@ use crate::endpointslice::{
 };
 use crate::time::Timestamp;
 
-use super::page::{Bulk, render};
+use super::page::{Bulk, render_served};
 use super::scenario::OutageMode;
 use super::world::{AuthOutcome, Presence, World};
 
@@ -353,6 +353,17 @@ async fn handle(shared: &Shared, i: usize, req: Request<Incoming>) -> Response<R
         );
         return status(StatusCode::FORBIDDEN, "Forbidden", &message);
     }
+    if path == "/metrics" && matches!(view.outage, Some((OutageMode::Http403, _))) {
+        let verb = if req.method() == Method::DELETE {
+            "delete"
+        } else {
+            "get"
+        };
+        let message = format!(
+            "forbidden: User \"system:serviceaccount:monitoring:cutover-auditor\" cannot {verb} path \"/metrics\" (simulated outage)"
+        );
+        return status(StatusCode::FORBIDDEN, "Forbidden", &message);
+    }
     if matches!(view.outage, Some((OutageMode::Http500, _))) {
         return status(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -367,7 +378,7 @@ async fn handle(shared: &Shared, i: usize, req: Request<Incoming>) -> Response<R
     match (req.method(), path) {
         (&Method::GET, "/metrics") => {
             drop(world);
-            let page = render(&view, &shared.bulk[i]);
+            let page = render_served(&view, &shared.bulk[i]);
             let gzip = accepts_gzip(req.headers().get(ACCEPT_ENCODING));
             metrics_response(page, gzip, &view, slow)
         }

@@ -72,6 +72,25 @@ impl ClusterCa {
     pub fn server_config(&self, ips: &[IpAddr]) -> Result<Arc<ServerConfig>, TlsError> {
         let mut sans: Vec<String> = SERVER_NAMES.iter().map(|s| s.to_string()).collect();
         sans.extend(ips.iter().map(|ip| ip.to_string()));
+        self.config_for(sans)
+    }
+
+    /// The configuration of an instance at `ip`: [`Self::server_config`]
+    /// for `[ip]`, or, with `cert_name`, a certificate (still signed by this
+    /// CA) that carries only that DNS name, so verifying it for `kubernetes`
+    /// or for the IP fails.
+    pub fn instance_config(
+        &self,
+        cert_name: Option<&str>,
+        ip: IpAddr,
+    ) -> Result<Arc<ServerConfig>, TlsError> {
+        match cert_name {
+            None => self.server_config(&[ip]),
+            Some(name) => self.config_for(vec![name.to_string()]),
+        }
+    }
+
+    fn config_for(&self, sans: Vec<String>) -> Result<Arc<ServerConfig>, TlsError> {
         let mut params = CertificateParams::new(sans)?;
         params
             .distinguished_name

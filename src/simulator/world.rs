@@ -106,7 +106,7 @@ impl World {
             })
             .collect();
         for e in &scenario.events {
-            if let Action::AddInstance { version } = e.action {
+            if let Action::AddInstance { version, .. } = e.action {
                 instances.push(Instance::new(version, origin, Presence::Pending));
             }
         }
@@ -347,9 +347,9 @@ impl World {
     fn reachable(&self, i: usize, at: Timestamp) -> bool {
         let inst = &self.instances[i];
         inst.presence == Presence::Up
-            && !inst.outage.is_some_and(|o| {
-                o.until > at && matches!(o.mode, OutageMode::Refuse | OutageMode::Hang)
-            })
+            && !inst
+                .outage
+                .is_some_and(|o| o.until > at && o.mode.unreachable())
     }
 
     fn authenticate(
