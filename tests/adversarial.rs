@@ -53,8 +53,15 @@ fn cutover<'a>(status: &'a Status, name: &str) -> &'a CutoverStatus {
         .expect("cutover in status")
 }
 
+/// How long a use may go unseen by design: the coverage tolerance (5m, the
+/// default) covers the time since an instance's last good scrape, plus one
+/// scrape round (interval 30s + timeout 20s) for the scrape that sees it.
+const UNSEEN_AT_MOST: Duration = Duration::from_secs(5 * MIN + 50);
+
 /// Every span in which a cutover was `ready` must have had no use of its
-/// quiet kinds, on any instance, inside the window of any moment of it.
+/// quiet kinds, on any instance, inside the window of any moment of it,
+/// except uses younger than the tolerated unobserved time at its end (the
+/// next scrape shows them, and the verdict leaves `ready`).
 fn assert_never_falsely_ready(daemon: &Daemon, sim: &Simulation, end: Timestamp) {
     let transitions = daemon.transitions();
     let world = sim.world();
@@ -67,7 +74,7 @@ fn assert_never_falsely_ready(daemon: &Daemon, sim: &Simulation, end: Timestamp)
             .find(|t| &t.1 == name)
             .map_or(end, |t| t.0);
         for &kind in quiet_kinds(name) {
-            let uses = world.increments_all(kind, *at - WINDOW, until);
+            let uses = world.increments_all(kind, *at - WINDOW, until - UNSEEN_AT_MOST);
             assert_eq!(
                 uses, 0,
                 "{name} was ready from {at} to {until} with {uses} {kind} uses in its window: {transitions:?}"
@@ -274,6 +281,164 @@ async fn an_instance_that_joins_and_fails_its_first_scrapes_blocks_ready_until_s
         .world()
         .increments_all(TokenKind::Legacy, origin, clock.now());
     assert!(truth > 0);
+    assert_eq!(cutover(&s, "legacy-tokens").increase, truth, "{s:?}");
+    run_for(&clock, (origin + mins(24)).since(clock.now())).await;
+    assert_never_falsely_ready(&daemon, &sim, clock.now());
+    daemon.stop().await;
+    sim.shutdown().await;
+}
+
+/// Instance 1 refuses the scraper with 403 from the start; instance 2 has a
+/// certificate for another name; a legacy client uses every instance.
+const FORBIDDEN_AND_MISNAMED: &str = r#"
+name = "adversarial-discovery"
+speed = 150.0
+scraper_counts_as = "valid"
+page_kib = 8
+
+[[instances]]
+version = "1.30.4"
+[[instances]]
+version = "1.30.4"
+[[instances]]
+version = "1.30.4"
+cert_name = "not-the-apiserver.example"
+
+[[clients]]
+kind = "legacy"
+interval = "20s"
+targets = "round_robin"
+
+[[events]]
+at = "0s"
+action = "outage"
+instance = 1
+mode = "http_403"
+for = "100h"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_discovery_a_403_and_a_misnamed_certificate_are_named_and_never_ready() {
+    let dir = test_dir("adversarial-discovery");
+    let (sim, clock, _) = start_world(FORBIDDEN_AND_MISNAMED, &dir).await;
+    let config = config_for(&sim, &dir.join("state.json"), "30s", "20s", WINDOWS);
+    let daemon = Daemon::start(config, clock.clone()).await;
+    daemon.wait_evaluated().await;
+    run_for(&clock, mins(25)).await;
+    let s = daemon.status().await;
+    let end = clock.now();
+    let addrs: Vec<String> = sim
+        .instance_addresses()
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let c = cutover(&s, "legacy-tokens");
+    assert_eq!(
+        (c.state, c.reason),
+        (State::InUse, Reason::QuietCounterIncreased),
+        "uses on instance 0 are seen: {s:?}"
+    );
+    assert_eq!(c.ready_in_seconds, None, "cannot turn ready while unread");
+    let c = cutover(&s, "token-expiry-extension");
+    assert_eq!(
+        (c.state, c.reason),
+        (State::Blind, Reason::TargetNeverScraped),
+        "{s:?}"
+    );
+    assert_eq!(
+        c.blocking_instances,
+        vec![addrs[1].clone(), addrs[2].clone()]
+    );
+    let error = |i: usize| {
+        s.targets
+            .iter()
+            .find(|t| t.instance == addrs[i])
+            .and_then(|t| t.last_error)
+    };
+    assert_eq!(error(1), Some(ScrapeErrorKind::Http403));
+    assert_eq!(error(2), Some(ScrapeErrorKind::Tls));
+    assert_never_falsely_ready(&daemon, &sim, end);
+    daemon.stop().await;
+    sim.shutdown().await;
+}
+
+/// Three quiet instances; from 11m to 18m instance 0 answers empty pages,
+/// instance 1 pages without the token families, instance 2 pages cut before
+/// them, while a legacy client uses every instance from 12m to 14m.
+const PAGES_WITHOUT_FAMILIES: &str = r#"
+name = "adversarial-pages"
+speed = 150.0
+scraper_counts_as = "valid"
+page_kib = 8
+
+[[instances]]
+version = "1.30.4"
+count = 3
+
+[[clients]]
+kind = "legacy"
+interval = "10s"
+targets = "all"
+from = "12m"
+until = "14m"
+
+[[events]]
+at = "11m"
+action = "outage"
+instance = 0
+mode = "empty_page"
+for = "7m"
+[[events]]
+at = "11m"
+action = "outage"
+instance = 1
+mode = "no_families"
+for = "7m"
+[[events]]
+at = "11m"
+action = "outage"
+instance = 2
+mode = "truncated"
+for = "7m"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uses_hidden_by_pages_without_the_families_are_counted_never_ready() {
+    let dir = test_dir("adversarial-pages");
+    let (sim, clock, origin) = start_world(PAGES_WITHOUT_FAMILIES, &dir).await;
+    let config = config_for(&sim, &dir.join("state.json"), "30s", "20s", WINDOWS);
+    let daemon = Daemon::start(config, clock.clone()).await;
+    daemon.wait_evaluated().await;
+    daemon.wait_state("legacy-tokens", State::Ready).await;
+    run_for(&clock, (origin + mins(17)).since(clock.now())).await;
+    // During the fault, past the tolerance: every instance's pages are
+    // failed scrapes, and the time since the last complete one unobserved.
+    let s = daemon.status().await;
+    assert_eq!(
+        (
+            cutover(&s, "legacy-tokens").state,
+            cutover(&s, "legacy-tokens").reason
+        ),
+        (State::Blind, Reason::TargetDown),
+        "{s:?}"
+    );
+    for t in &s.targets {
+        assert!(!t.up, "{t:?}");
+        assert!(
+            matches!(
+                t.last_error,
+                Some(ScrapeErrorKind::IncompletePage | ScrapeErrorKind::Malformed)
+            ),
+            "{t:?}"
+        );
+    }
+    // Complete pages again: the uses across the gap are counted exactly.
+    run_for(&clock, (origin + mins(18)).since(clock.now())).await;
+    let s = daemon.wait_state("legacy-tokens", State::InUse).await;
+    let truth = sim
+        .world()
+        .increments_all(TokenKind::Legacy, origin, clock.now());
+    assert!(truth >= 3 * 10, "{truth}");
     assert_eq!(cutover(&s, "legacy-tokens").increase, truth, "{s:?}");
     run_for(&clock, (origin + mins(24)).since(clock.now())).await;
     assert_never_falsely_ready(&daemon, &sim, clock.now());
