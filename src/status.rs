@@ -32,11 +32,13 @@ pub enum ScrapeErrorKind {
     Decode,
     /// A watched line was malformed.
     Malformed,
+    /// The target's host name did not resolve: no request was sent.
+    Dns,
 }
 
 impl ScrapeErrorKind {
     /// Every reason, in label order.
-    pub const ALL: [ScrapeErrorKind; 9] = [
+    pub const ALL: [ScrapeErrorKind; 10] = [
         ScrapeErrorKind::Connect,
         ScrapeErrorKind::Timeout,
         ScrapeErrorKind::Tls,
@@ -46,6 +48,7 @@ impl ScrapeErrorKind {
         ScrapeErrorKind::BodyTooLarge,
         ScrapeErrorKind::Decode,
         ScrapeErrorKind::Malformed,
+        ScrapeErrorKind::Dns,
     ];
 
     /// The exported label value.
@@ -60,6 +63,7 @@ impl ScrapeErrorKind {
             ScrapeErrorKind::BodyTooLarge => "body_too_large",
             ScrapeErrorKind::Decode => "decode",
             ScrapeErrorKind::Malformed => "malformed",
+            ScrapeErrorKind::Dns => "dns",
         }
     }
 }
