@@ -205,7 +205,7 @@ impl Metrics {
             )?),
             targets: reg!(IntGauge::with_opts(opts(
                 "cutover_targets",
-                "Apiserver instances currently scraped."
+                "Apiserver instances currently listed as targets."
             ))?),
             last_evaluation: reg!(Gauge::with_opts(opts(
                 "cutover_last_evaluation_timestamp_seconds",
