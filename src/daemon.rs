@@ -237,12 +237,14 @@ pub async fn run_with_resolver(
         background.spawn(pusher.run(status_tx.subscribe()));
     }
     background.spawn(discovery);
-    let (stop_scraping_tx, stop_scraping_rx) = watch::channel(false);
+    // Tasks that must finish what they are doing rather than be aborted
+    // (a scrape task left behind, a state write cut short) stop on this.
+    let (stop_tx, stop_rx) = watch::channel(false);
     let mut scraping = JoinSet::new();
     scraping.spawn(supervise_scrapers(
         Arc::clone(&shared),
         targets_rx,
-        stop_scraping_rx,
+        stop_rx.clone(),
     ));
     let evaluator = {
         let shared = Arc::clone(&shared);
@@ -265,12 +267,18 @@ pub async fn run_with_resolver(
         }
     };
     background.spawn(evaluator);
+    let mut persisting = JoinSet::new();
     if let Some(path) = config.state.path.clone() {
         let shared = Arc::clone(&shared);
-        background.spawn(async move {
+        let mut stop = stop_rx.clone();
+        persisting.spawn(async move {
             loop {
-                shared.clock.sleep(shared.config.state.write_interval).await;
-                shared.persist(&path).await;
+                tokio::select! {
+                    // A write in progress completes: an older snapshot must
+                    // not land after the final one.
+                    () = shared.clock.sleep(shared.config.state.write_interval) => shared.persist(&path).await,
+                    () = stopped(&mut stop) => break,
+                }
             }
         });
     }
@@ -281,8 +289,9 @@ pub async fn run_with_resolver(
     let drain = async {
         // The supervisor stops its scrape tasks and waits for them to end;
         // only then is the last evaluation made and the state written.
-        let _ = stop_scraping_tx.send(true);
+        let _ = stop_tx.send(true);
         while scraping.join_next().await.is_some() {}
+        while persisting.join_next().await.is_some() {}
         background.shutdown().await;
         // Again: the evaluator may have set it between the first store and
         // its abort; now that it has stopped, false stays false.
@@ -296,11 +305,17 @@ pub async fn run_with_resolver(
     if tokio::time::timeout(DRAIN_GRACE, drain).await.is_err() {
         warn!(grace = ?DRAIN_GRACE, "shutdown grace period exceeded; exiting without the final state write");
         scraping.shutdown().await;
+        persisting.shutdown().await;
         background.shutdown().await;
     }
     let _ = stop_server_tx.send(true);
     while server.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Completes once `stop` turns true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 /// What the tasks share.
@@ -835,7 +850,7 @@ async fn supervise_scrapers(
         while tasks.try_join_next().is_some() {}
         tokio::select! {
             changed = targets_rx.changed() => if changed.is_err() { break },
-            _ = stop.wait_for(|stop| *stop) => break,
+            () = stopped(&mut stop) => break,
         }
     }
     tasks.shutdown().await;
