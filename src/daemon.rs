@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinSet};
 use tracing::{error, info, warn};
 
 use crate::alerting::Pusher;
@@ -115,10 +115,52 @@ const MAX_CONCURRENT_SCRAPES: usize = 8;
 /// Repeated failures of one target are logged at most this often (simulated time).
 const FAILURE_LOG_EVERY: Duration = Duration::from_secs(300);
 
+/// Resolves `host:port` to an address, or says why there is none.
+pub type ResolveFn = dyn Fn(&str) -> Result<SocketAddr, String> + Send + Sync;
+
+/// How the host names of static targets are resolved.
+#[derive(Clone, Default)]
+pub enum Resolver {
+    /// The system resolver.
+    #[default]
+    System,
+    /// A function from `host:port` to an address, or why there is none
+    /// (tests: names that resolve, then stop, without a DNS server).
+    Function(Arc<ResolveFn>),
+}
+
+impl Resolver {
+    async fn resolve(&self, host_port: &str) -> Result<SocketAddr, String> {
+        match self {
+            Resolver::System => tokio::net::lookup_host(host_port)
+                .await
+                .map_err(|e| format!("cannot resolve {host_port}: {e}"))?
+                .next()
+                .ok_or_else(|| format!("{host_port} has no address")),
+            Resolver::Function(f) => f(host_port),
+        }
+    }
+}
+
 /// Runs the daemon until `shutdown` completes, then drains: readiness turns
 /// false, scraping stops, verdicts are evaluated and the state written once
 /// more, and the admin server stops.
 pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    run_with_resolver(options, Resolver::System, shutdown).await
+}
+
+/// [`run`], resolving the names of static targets with `resolver`.
+///
+/// Every task the daemon starts is owned by a [`JoinSet`] of this function
+/// (scrape tasks by the supervisor's), so none outlives it: an error
+/// returns before anything is spawned, the drain stops every task and waits
+/// for it before the final evaluation and state write, and dropping the
+/// future aborts them all.
+pub async fn run_with_resolver(
+    options: Options,
+    resolver: Resolver,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
     let Options {
         config,
         clock,
@@ -144,13 +186,8 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
                 source,
             })?,
     };
-    if let Ok(addr) = listener.local_addr() {
-        info!(%addr, "serving /metrics, /healthz, /readyz, /api/v1/status and the status page");
-        emit(Event::Listening(addr));
-    }
 
     let (core, resume) = Core::start(&config, clock.now());
-    emit(Event::Resumed(resume));
     let shared = Arc::new(Shared {
         core: Mutex::new(core),
         metrics: Arc::clone(&metrics),
@@ -158,7 +195,20 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         clock: clock.clone(),
         scrape_slots: Semaphore::new(MAX_CONCURRENT_SCRAPES),
     });
+    // Everything that can fail is built before the first task starts: an
+    // error returns with nothing left running (the listener closes with it).
+    let pusher = match &config.alertmanager {
+        Some(am) => Some(Pusher::new(am, clock.clone(), Arc::clone(&metrics))?),
+        None => None,
+    };
+    let (targets_tx, targets_rx) = watch::channel::<Option<Vec<Listed>>>(None);
+    let discovery = discover(Arc::clone(&shared), targets_tx, resolver)?;
 
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "serving /metrics, /healthz, /readyz, /api/v1/status and the status page");
+        emit(Event::Listening(addr));
+    }
+    emit(Event::Resumed(resume));
     let (status_tx, status_rx) = watch::channel(Status {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         ..Status::default()
@@ -171,7 +221,8 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         ready: Arc::clone(&ready),
         clock: clock.clone(),
     };
-    let server = tokio::spawn(async move {
+    let mut server = JoinSet::new();
+    server.spawn(async move {
         let stop = async move {
             let _ = stop_server_rx.wait_for(|stop| *stop).await;
         };
@@ -180,18 +231,21 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         }
     });
 
-    let mut background: Vec<JoinHandle<()>> = Vec::new();
-    if let Some(am) = &config.alertmanager {
+    let mut background = JoinSet::new();
+    if let Some(pusher) = pusher {
         // Its own task: a slow or absent Alertmanager never delays scraping.
-        let pusher = Pusher::new(am, clock.clone(), Arc::clone(&metrics))?;
-        background.push(tokio::spawn(pusher.run(status_tx.subscribe())));
+        background.spawn(pusher.run(status_tx.subscribe()));
     }
-    let (targets_tx, targets_rx) = watch::channel::<Option<Vec<Target>>>(None);
-    background.push(tokio::spawn(discover(Arc::clone(&shared), targets_tx)?));
-    background.push(tokio::spawn(supervise_scrapers(
+    background.spawn(discovery);
+    // Tasks that must finish what they are doing rather than be aborted
+    // (a scrape task left behind, a state write cut short) stop on this.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut scraping = JoinSet::new();
+    scraping.spawn(supervise_scrapers(
         Arc::clone(&shared),
         targets_rx,
-    )));
+        stop_rx.clone(),
+    ));
     let evaluator = {
         let shared = Arc::clone(&shared);
         let ready = Arc::clone(&ready);
@@ -212,27 +266,33 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
             }
         }
     };
-    background.push(tokio::spawn(evaluator));
+    background.spawn(evaluator);
+    let mut persisting = JoinSet::new();
     if let Some(path) = config.state.path.clone() {
         let shared = Arc::clone(&shared);
-        background.push(tokio::spawn(async move {
+        let mut stop = stop_rx.clone();
+        persisting.spawn(async move {
             loop {
-                shared.clock.sleep(shared.config.state.write_interval).await;
-                shared.persist(&path).await;
+                tokio::select! {
+                    // A write in progress completes: an older snapshot must
+                    // not land after the final one.
+                    () = shared.clock.sleep(shared.config.state.write_interval) => shared.persist(&path).await,
+                    () = stopped(&mut stop) => break,
+                }
             }
-        }));
+        });
     }
 
     shutdown.await;
     info!("shutting down: readiness off, scraping stopped, writing state");
     ready.store(false, Ordering::SeqCst);
     let drain = async {
-        for task in &background {
-            task.abort();
-        }
-        for task in background {
-            let _ = task.await;
-        }
+        // The supervisor stops its scrape tasks and waits for them to end;
+        // only then is the last evaluation made and the state written.
+        let _ = stop_tx.send(true);
+        while scraping.join_next().await.is_some() {}
+        while persisting.join_next().await.is_some() {}
+        background.shutdown().await;
         // Again: the evaluator may have set it between the first store and
         // its abort; now that it has stopped, false stays false.
         ready.store(false, Ordering::SeqCst);
@@ -244,10 +304,18 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
     };
     if tokio::time::timeout(DRAIN_GRACE, drain).await.is_err() {
         warn!(grace = ?DRAIN_GRACE, "shutdown grace period exceeded; exiting without the final state write");
+        scraping.shutdown().await;
+        persisting.shutdown().await;
+        background.shutdown().await;
     }
     let _ = stop_server_tx.send(true);
-    let _ = server.await;
+    while server.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Completes once `stop` turns true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 /// What the tasks share.
@@ -587,10 +655,27 @@ fn retention_for(config: &Config) -> crate::ledger::Retention {
     }
 }
 
+/// One listed target: where to scrape it, or why it cannot be scraped.
+#[derive(Clone, Debug)]
+struct Listed {
+    /// The instance label.
+    instance: String,
+    /// The target, or why its name did not resolve.
+    endpoint: Result<Target, String>,
+}
+
+impl Listed {
+    /// What a scrape task is started for: the resolved address, if any.
+    fn addr(&self) -> Option<SocketAddr> {
+        self.endpoint.as_ref().ok().map(|t| t.addr)
+    }
+}
+
 /// Builds the discovery task: it publishes the current target list.
 fn discover(
     shared: Arc<Shared>,
-    tx: watch::Sender<Option<Vec<Target>>>,
+    tx: watch::Sender<Option<Vec<Listed>>>,
+    resolver: Resolver,
 ) -> Result<impl Future<Output = ()> + Send + 'static, DaemonError> {
     let config = Arc::clone(&shared.config);
     let real_timeout = shared.clock.to_real(config.scrape.timeout);
@@ -602,6 +687,14 @@ fn discover(
                 .or_insert_with(|| Arc::new(TokenFile::new(path.clone()))),
         )
     };
+    struct StaticSource {
+        instance: String,
+        host_port: String,
+        path: String,
+        server_name: String,
+        ca_file: PathBuf,
+        token: Arc<TokenFile>,
+    }
     enum Source {
         Kubernetes {
             discovery: Discovery,
@@ -610,7 +703,7 @@ fn discover(
             token: Arc<TokenFile>,
             refresh: Duration,
         },
-        Static(Vec<(String, String, PathBuf, Arc<TokenFile>)>),
+        Static(Vec<StaticSource>),
     }
     let source = match &config.targets {
         Targets::Kubernetes(k) => Source::Kubernetes {
@@ -629,18 +722,23 @@ fn discover(
         Targets::Static(list) => Source::Static(
             list.iter()
                 .map(|t| {
-                    (
-                        t.url.clone(),
-                        t.server_name.clone(),
-                        t.ca_file.clone(),
-                        token(&t.token_file),
-                    )
+                    let (host_port, path) = split_static_url(&t.url);
+                    StaticSource {
+                        instance: host_port.clone(),
+                        host_port,
+                        path,
+                        server_name: t.server_name.clone(),
+                        ca_file: t.ca_file.clone(),
+                        token: token(&t.token_file),
+                    }
                 })
                 .collect(),
         ),
     };
     Ok(async move {
         let mut failed_before = false;
+        // Static targets whose name does not resolve now (logged once per failure).
+        let mut unresolved: BTreeSet<String> = BTreeSet::new();
         loop {
             let (targets, next) = match &source {
                 Source::Kubernetes {
@@ -657,13 +755,16 @@ fn discover(
                         failed_before = false;
                         let targets = addrs
                             .into_iter()
-                            .map(|addr| Target {
+                            .map(|addr| Listed {
                                 instance: addr.to_string(),
-                                addr,
-                                server_name: server_name.clone(),
-                                path: "/metrics".to_owned(),
-                                ca_file: ca_file.clone(),
-                                token: Arc::clone(token),
+                                endpoint: Ok(Target {
+                                    instance: addr.to_string(),
+                                    addr,
+                                    server_name: server_name.clone(),
+                                    path: "/metrics".to_owned(),
+                                    ca_file: ca_file.clone(),
+                                    token: Arc::clone(token),
+                                }),
                             })
                             .collect();
                         (Some(targets), *refresh)
@@ -679,23 +780,37 @@ fn discover(
                     }
                 },
                 Source::Static(list) => {
+                    // A static target is listed whether its name resolves or
+                    // not: one that does not is a target that is down.
                     let mut targets = Vec::new();
-                    for (url, server_name, ca_file, token) in list {
-                        match resolve_static(url).await {
-                            Ok((instance, addr, path)) => targets.push(Target {
-                                instance,
-                                addr,
-                                server_name: server_name.clone(),
-                                path,
-                                ca_file: ca_file.clone(),
-                                token: Arc::clone(token),
-                            }),
-                            Err(e) => {
-                                warn!(%url, error = %e, "cannot resolve static target; it stays as it was")
+                    for t in list {
+                        let endpoint = match resolver.resolve(&t.host_port).await {
+                            Ok(addr) => {
+                                if unresolved.remove(&t.instance) {
+                                    info!(instance = %t.instance, %addr, "static target resolves again");
+                                }
+                                Ok(Target {
+                                    instance: t.instance.clone(),
+                                    addr,
+                                    server_name: t.server_name.clone(),
+                                    path: t.path.clone(),
+                                    ca_file: t.ca_file.clone(),
+                                    token: Arc::clone(&t.token),
+                                })
                             }
-                        }
+                            Err(e) => {
+                                if unresolved.insert(t.instance.clone()) {
+                                    warn!(instance = %t.instance, error = %e, "static target does not resolve; it stays a target, down, until it does");
+                                }
+                                Err(e)
+                            }
+                        };
+                        targets.push(Listed {
+                            instance: t.instance.clone(),
+                            endpoint,
+                        });
                     }
-                    (Some(targets), Duration::from_secs(60))
+                    (Some(targets), STATIC_REFRESH)
                 }
             };
             if let Some(mut targets) = targets {
@@ -706,7 +821,7 @@ fn discover(
                         c.len() == targets.len()
                             && c.iter()
                                 .zip(&targets)
-                                .all(|(a, b)| a.instance == b.instance && a.addr == b.addr)
+                                .all(|(a, b)| a.instance == b.instance && a.addr() == b.addr())
                     });
                     if !same {
                         *current = Some(targets);
@@ -719,8 +834,12 @@ fn discover(
     })
 }
 
-/// `https://host:port/path` → (instance label `host:port`, resolved address, path).
-async fn resolve_static(url: &str) -> Result<(String, SocketAddr, String), String> {
+/// How often the names of static targets are resolved again.
+const STATIC_REFRESH: Duration = Duration::from_secs(60);
+
+/// `https://host:port/path` → (instance label `host:port`, path), without
+/// resolving anything: the label of a static target never depends on DNS.
+fn split_static_url(url: &str) -> (String, String) {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], rest[i..].to_owned()),
@@ -735,20 +854,19 @@ async fn resolve_static(url: &str) -> Result<(String, SocketAddr, String), Strin
     } else {
         format!("{authority}:443")
     };
-    let addr = tokio::net::lookup_host(&with_port)
-        .await
-        .map_err(|e| e.to_string())?
-        .next()
-        .ok_or_else(|| format!("{with_port} has no address"))?;
-    Ok((with_port, addr, path))
+    (with_port, path)
 }
 
-/// Starts and stops one scrape task per target as the target list changes.
+/// Starts and stops one scrape task per target as the target list changes,
+/// until `stop` turns true (or the list's sender is gone); then stops its
+/// scrape tasks and returns only once every one of them has ended.
 async fn supervise_scrapers(
     shared: Arc<Shared>,
-    mut targets_rx: watch::Receiver<Option<Vec<Target>>>,
+    mut targets_rx: watch::Receiver<Option<Vec<Listed>>>,
+    mut stop: watch::Receiver<bool>,
 ) {
-    let mut running: BTreeMap<String, (SocketAddr, JoinHandle<()>)> = BTreeMap::new();
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    let mut running: BTreeMap<String, (Option<SocketAddr>, AbortHandle)> = BTreeMap::new();
     let watch = Watch::default_families();
     loop {
         let targets = targets_rx.borrow_and_update().clone();
@@ -765,53 +883,48 @@ async fn supervise_scrapers(
             let names: Vec<String> = targets.iter().map(|t| t.instance.clone()).collect();
             shared.lock().set_targets(&names, now, &shared.metrics);
             for target in targets {
+                let addr = target.addr();
                 if running
                     .get(&target.instance)
-                    .is_some_and(|(addr, _)| *addr == target.addr)
+                    .is_some_and(|(running, _)| *running == addr)
                 {
                     continue;
                 }
                 let instance = target.instance.clone();
-                let addr = target.addr;
-                let task = tokio::spawn(scrape_loop(Arc::clone(&shared), target, watch.clone()));
+                let task = tasks.spawn(scrape_loop(Arc::clone(&shared), target, watch.clone()));
                 if let Some((_, old)) = running.insert(instance, (addr, task)) {
                     old.abort();
                 }
             }
         }
-        if targets_rx.changed().await.is_err() {
-            break;
+        // Reap the tasks that ended (aborted ones).
+        while tasks.try_join_next().is_some() {}
+        tokio::select! {
+            changed = targets_rx.changed() => if changed.is_err() { break },
+            () = stopped(&mut stop) => break,
         }
     }
-    for (_, (_, task)) in running {
-        task.abort();
-    }
+    tasks.shutdown().await;
 }
 
 /// Scrapes one target every interval, at a phase derived from its name so
-/// that targets spread over the interval instead of scraping at once.
-async fn scrape_loop(shared: Arc<Shared>, target: Target, watch: Watch) {
+/// that targets spread over the interval instead of scraping at once. A
+/// target that cannot be scraped (its name does not resolve, its scraper
+/// cannot be built) records that failure at the same pace: it stays a
+/// target, down.
+async fn scrape_loop(shared: Arc<Shared>, target: Listed, watch: Watch) {
     let config = &shared.config;
     let instance = target.instance.clone();
-    let scraper = match Scraper::new(
-        target,
-        shared.clock.to_real(config.scrape.timeout),
-        config.scrape.max_body_bytes,
-    ) {
-        Ok(s) => s,
-        Err(e) => {
+    let scraper = match target.endpoint {
+        Ok(target) => Scraper::new(
+            target,
+            shared.clock.to_real(config.scrape.timeout),
+            config.scrape.max_body_bytes,
+        )
+        .inspect_err(|e| {
             error!(%instance, error = %format!("{e:#}"), "cannot build a scraper for this target");
-            let now = shared.clock.now();
-            shared.lock().record_scrape(
-                &instance,
-                now,
-                now,
-                Duration::ZERO,
-                Err(e),
-                &shared.metrics,
-            );
-            return;
-        }
+        }),
+        Err(detail) => Err(ScrapeError::new(ScrapeErrorKind::Dns, detail)),
     };
     let interval = config.scrape.interval;
     let mut hasher = DefaultHasher::new();
@@ -821,9 +934,12 @@ async fn scrape_loop(shared: Arc<Shared>, target: Target, watch: Watch) {
     loop {
         let started = shared.clock.now();
         let begun = Instant::now();
-        let result = {
-            let _slot = shared.scrape_slots.acquire().await;
-            scraper.scrape(&watch).await
+        let result = match &scraper {
+            Ok(scraper) => {
+                let _slot = shared.scrape_slots.acquire().await;
+                scraper.scrape(&watch).await
+            }
+            Err(e) => Err(ScrapeError::new(e.kind, e.detail.clone())),
         };
         let took = begun.elapsed();
         let ended = shared.clock.now();

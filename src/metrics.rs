@@ -3,8 +3,9 @@
 //!
 //! Label values come from bounded sets only: cutover names from the config,
 //! token kinds, states, reasons and scrape error kinds from enums, and
-//! instance addresses of current targets (series of instances that left are
-//! removed, so churn does not grow the page).
+//! instance addresses of current targets (every series of an instance is
+//! removed as soon as it leaves the target list, so churn does not grow the
+//! page; its history stays in the ledger and the verdicts).
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -54,8 +55,8 @@ pub struct Metrics {
     last_evaluation: Gauge,
     alertmanager_errors: IntCounter,
     clock_steps_back: IntCounter,
-    /// Instances that currently have per-instance series.
-    instances: Mutex<BTreeSet<String>>,
+    /// The current targets: the only instances with per-instance series.
+    current_targets: Mutex<BTreeSet<String>>,
 }
 
 /// Why the metrics could not be registered or rendered.
@@ -205,7 +206,7 @@ impl Metrics {
             )?),
             targets: reg!(IntGauge::with_opts(opts(
                 "cutover_targets",
-                "Apiserver instances currently scraped."
+                "Apiserver instances currently listed as targets."
             ))?),
             last_evaluation: reg!(Gauge::with_opts(opts(
                 "cutover_last_evaluation_timestamp_seconds",
@@ -219,7 +220,7 @@ impl Metrics {
                 "cutover_clock_steps_back_total",
                 "Scrapes whose time was not after the instance's last sample (the wall clock stepped back); they are ordered after it."
             ))?),
-            instances: Mutex::new(BTreeSet::new()),
+            current_targets: Mutex::new(BTreeSet::new()),
             registry,
         };
         let build_info = IntGaugeVec::new(
@@ -314,21 +315,10 @@ impl Metrics {
                     .set(saturating_i64(increase));
             }
         }
-        let mut known = self.lock_instances();
-        let current: BTreeSet<String> = ledger
-            .instances()
-            .map(|(name, _)| name.to_owned())
-            .collect();
-        for gone in known.difference(&current) {
-            for kind in TokenKind::ALL {
-                let _ = self
-                    .apiserver_token_uses
-                    .remove_label_values(&[gone, kind.label()]);
-            }
-            let _ = self.resets.remove_label_values(&[gone]);
-            let _ = self.holes.remove_label_values(&[gone]);
-        }
-        for (name, inst) in ledger.instances() {
+        // Only current targets have per-instance series: an instance that left
+        // keeps its history in the ledger (and the verdicts), not on the page.
+        let targets = self.lock_targets();
+        for (name, inst) in ledger.instances().filter(|(n, _)| targets.contains(*n)) {
             for kind in TokenKind::ALL {
                 if inst.has_family(kind.family()) || inst.family_total(kind.family()) > 0 {
                     raise_to(
@@ -342,7 +332,6 @@ impl Metrics {
             raise_to(&self.resets.with_label_values(&[name]), inst.resets_total());
             raise_to(&self.holes.with_label_values(&[name]), inst.holes_total());
         }
-        *known = current;
         self.last_evaluation.set(now.as_secs_f64());
     }
 
@@ -371,9 +360,24 @@ impl Metrics {
         }
     }
 
-    /// Sets the current targets; scrape series of instances that left are removed.
+    /// Sets the current targets; every per-instance series of an instance
+    /// that left is removed at once (and only current targets get new ones).
     pub fn set_targets(&self, previous: &[String], current: &[String]) {
-        for gone in previous.iter().filter(|p| !current.contains(p)) {
+        let mut targets = self.lock_targets();
+        let gone = previous
+            .iter()
+            .chain(targets.iter())
+            .filter(|p| !current.contains(p))
+            .cloned()
+            .collect::<BTreeSet<String>>();
+        for gone in &gone {
+            for kind in TokenKind::ALL {
+                let _ = self
+                    .apiserver_token_uses
+                    .remove_label_values(&[gone, kind.label()]);
+            }
+            let _ = self.resets.remove_label_values(&[gone]);
+            let _ = self.holes.remove_label_values(&[gone]);
             let _ = self.scrape_success.remove_label_values(&[gone]);
             let _ = self.scrape_duration.remove_label_values(&[gone]);
             for kind in ScrapeErrorKind::ALL {
@@ -382,6 +386,7 @@ impl Metrics {
                     .remove_label_values(&[gone, kind.label()]);
             }
         }
+        *targets = current.iter().cloned().collect();
         self.targets
             .set(i64::try_from(current.len()).unwrap_or(i64::MAX));
     }
@@ -398,9 +403,9 @@ impl Metrics {
         Ok(canonical_infinities(&String::from_utf8_lossy(&out)))
     }
 
-    fn lock_instances(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+    fn lock_targets(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
         // A panic while holding the lock leaves a plain set behind: still usable.
-        self.instances
+        self.current_targets
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -487,6 +492,7 @@ mod tests {
             "cutover_build_info{version=\"1.2.3\"} 1"
         );
 
+        m.set_targets(&[], &["10.0.0.1:6443".to_owned()]);
         let mut ledger = Ledger::default();
         ledger.observe("10.0.0.1:6443", Timestamp::from_secs(100), obs(5, 1));
         ledger.observe("10.0.0.1:6443", Timestamp::from_secs(130), obs(7, 1));
@@ -571,5 +577,64 @@ mod tests {
         let page = m.render().unwrap();
         assert!(!page.contains("b:1"), "{page}");
         assert_eq!(line(&page, "cutover_targets"), "cutover_targets 1");
+    }
+
+    #[test]
+    fn every_series_of_an_instance_goes_when_it_leaves_the_targets() {
+        let m = Metrics::new("0").unwrap();
+        let specs = CutoverSpec::builtin();
+        let (a, b) = ("10.0.0.1:6443", "10.0.0.2:6443");
+        let targets = [a.to_owned(), b.to_owned()];
+        m.set_targets(&[], &targets);
+        let mut ledger = Ledger::default();
+        for (i, t) in [100, 130, 160].into_iter().enumerate() {
+            let at = Timestamp::from_secs(t);
+            ledger.observe(a, at, obs(5 + i as u64, 1));
+            // b restarts at 150: a reset and a hole.
+            ledger.observe(b, at, obs(3, if t < 150 { 1 } else { 150 }));
+        }
+        let now = Timestamp::from_secs(160);
+        let evaluate = |ledger: &Ledger| {
+            let a = verdict::assess(&specs[0], ledger, now);
+            let mut tracker = Tracker::default();
+            tracker.update(&specs[0].name, &a, now);
+            let v = tracker.verdict(&specs[0].name, a, now);
+            m.observe_evaluation(&[(&specs[0], &v)], ledger, now);
+            m.render().unwrap()
+        };
+        m.observe_scrape(b, Duration::from_millis(5), Ok(()));
+        let page = evaluate(&ledger);
+        for prefix in [
+            "cutover_apiserver_token_uses_total{instance=\"10.0.0.2:6443\",kind=\"legacy\"}",
+            "cutover_apiserver_resets_total{instance=\"10.0.0.2:6443\"}",
+            "cutover_coverage_holes_total{instance=\"10.0.0.2:6443\"}",
+            "cutover_scrape_success{instance=\"10.0.0.2:6443\"}",
+        ] {
+            line(&page, prefix);
+        }
+
+        // b leaves: the ledger keeps it for the window, the page does not,
+        // neither at once nor at the next evaluation.
+        m.set_targets(&targets, &[a.to_owned()]);
+        ledger.remove(b, now);
+        assert!(ledger.instance(b).is_some(), "the ledger keeps its history");
+        assert!(!m.render().unwrap().contains(b), "removed on leaving");
+        let page = evaluate(&ledger);
+        assert!(!page.contains(b), "{page}");
+        line(
+            &page,
+            "cutover_apiserver_token_uses_total{instance=\"10.0.0.1:6443\",kind=\"legacy\"}",
+        );
+        // The sums keep the uses of the instance that left (a: 7; b: 3 + 3).
+        assert_eq!(
+            line(&page, "cutover_token_uses_total{kind=\"legacy\"}"),
+            "cutover_token_uses_total{kind=\"legacy\"} 13"
+        );
+
+        // An instance of the ledger that is no target (resumed from the
+        // state file, not listed) gets no series either.
+        m.set_targets(&[a.to_owned()], &[]);
+        let page = evaluate(&ledger);
+        assert!(!page.contains("instance="), "{page}");
     }
 }

@@ -35,11 +35,13 @@ pub enum ScrapeErrorKind {
     /// The page lacked token series that the same process showed before
     /// (an empty or cut body): not recorded, the time stays unobserved.
     IncompletePage,
+    /// The target's host name did not resolve: no request was sent.
+    Dns,
 }
 
 impl ScrapeErrorKind {
     /// Every reason, in label order.
-    pub const ALL: [ScrapeErrorKind; 10] = [
+    pub const ALL: [ScrapeErrorKind; 11] = [
         ScrapeErrorKind::Connect,
         ScrapeErrorKind::Timeout,
         ScrapeErrorKind::Tls,
@@ -50,6 +52,7 @@ impl ScrapeErrorKind {
         ScrapeErrorKind::Decode,
         ScrapeErrorKind::Malformed,
         ScrapeErrorKind::IncompletePage,
+        ScrapeErrorKind::Dns,
     ];
 
     /// The exported label value.
@@ -65,6 +68,7 @@ impl ScrapeErrorKind {
             ScrapeErrorKind::Decode => "decode",
             ScrapeErrorKind::Malformed => "malformed",
             ScrapeErrorKind::IncompletePage => "incomplete_page",
+            ScrapeErrorKind::Dns => "dns",
         }
     }
 }

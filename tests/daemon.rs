@@ -7,12 +7,20 @@
 #[path = "support/daemon.rs"]
 mod support;
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cutover_auditor::config::Targets;
+use cutover_auditor::daemon::DaemonError;
 use cutover_auditor::families::TokenKind;
-use cutover_auditor::status::Status;
+use cutover_auditor::status::{ScrapeErrorKind, Status, TargetHealth};
 use cutover_auditor::verdict::{Reason, State};
-use support::{Daemon, config_for, sample, start_world, test_dir};
+use support::{
+    Daemon, config_for, requests_on, sample, start_world, test_dir, with_static_targets,
+};
+use tokio::net::TcpListener;
 
 const MIN: u64 = 60;
 
@@ -146,7 +154,45 @@ async fn daemon_numbers_equal_ground_truth_through_resets_churn_outages_and_rota
         "a client on one of three instances is seen: {s:?}"
     );
 
-    clock.sleep(mins(55)).await;
+    let addrs: Vec<String> = sim
+        .instance_addresses()
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let exact_kinds = [TokenKind::Legacy, TokenKind::LegacyAuto, TokenKind::Stale];
+
+    // Before instance 0 leaves (44m): its own series, exact.
+    clock.sleep((origin + mins(42)).since(clock.now())).await;
+    let before_removal = clock.now();
+    let (page, text) = daemon
+        .metrics(&[
+            "cutover_apiserver_token_uses_total",
+            "cutover_apiserver_resets_total",
+            "cutover_coverage_holes_total",
+        ])
+        .await;
+    let instance_0 = [("instance", addrs[0].as_str())];
+    for kind in exact_kinds {
+        let truth = sim.increments(0, kind, origin - mins(1), before_removal) as f64;
+        let got = sample(
+            &page,
+            "cutover_apiserver_token_uses_total",
+            &[("instance", &addrs[0]), ("kind", kind.label())],
+        );
+        assert_eq!(got.unwrap_or(0.0), truth, "instance 0 {kind}\n{text}");
+    }
+    assert_eq!(
+        sample(&page, "cutover_apiserver_resets_total", &instance_0),
+        Some(1.0),
+        "restart of instance 0\n{text}"
+    );
+    assert_eq!(
+        sample(&page, "cutover_coverage_holes_total", &instance_0),
+        Some(1.0),
+        "the restart of instance 0\n{text}"
+    );
+
+    clock.sleep((origin + mins(61)).since(clock.now())).await;
     let end = clock.now();
     let s = daemon.status().await;
     let (page, text) = daemon
@@ -160,16 +206,18 @@ async fn daemon_numbers_equal_ground_truth_through_resets_churn_outages_and_rota
         ])
         .await;
 
-    let addrs: Vec<String> = sim
-        .instance_addresses()
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
-    // Exact totals per instance and kind, for the kinds that were quiet at
-    // every reset (valid tokens move all the time: a reset may lose some).
-    for kind in [TokenKind::Legacy, TokenKind::LegacyAuto, TokenKind::Stale] {
-        let mut sum = 0.0;
-        for (i, addr) in addrs.iter().enumerate() {
+    // Instance 0 left: none of its series is exported any more (its uses
+    // stay in the sums).
+    assert!(
+        !text.contains(&format!("instance=\"{}\"", addrs[0])),
+        "series of the departed instance 0 are still exported\n{text}"
+    );
+    // Exact totals per current instance and kind, for the kinds that were
+    // quiet at every reset (valid tokens move all the time: a reset may lose
+    // some).
+    for kind in exact_kinds {
+        let mut sum = sim.increments(0, kind, origin - mins(1), end) as f64;
+        for (i, addr) in addrs.iter().enumerate().skip(1) {
             let truth = sim.increments(i, kind, origin - mins(1), end) as f64;
             let got = sample(
                 &page,
@@ -195,7 +243,7 @@ async fn daemon_numbers_equal_ground_truth_through_resets_churn_outages_and_rota
         "the stale client used instance 1 only"
     );
 
-    // Resets: a restart and a DELETE /metrics (seen through the sentinel).
+    // Resets: a DELETE /metrics (seen through the sentinel).
     let resets = |addr: &str| {
         sample(
             &page,
@@ -205,17 +253,12 @@ async fn daemon_numbers_equal_ground_truth_through_resets_churn_outages_and_rota
     };
     let holes = |addr: &str| sample(&page, "cutover_coverage_holes_total", &[("instance", addr)]);
     assert_eq!(
-        resets(&addrs[0]),
-        Some(1.0),
-        "restart of instance 0\n{text}"
-    );
-    assert_eq!(
         resets(&addrs[2]),
         Some(1.0),
         "DELETE /metrics on instance 2\n{text}"
     );
     assert_eq!(resets(&addrs[1]), Some(0.0));
-    // Outages are failed scrapes, not holes; a removal is one.
+    // Outages are failed scrapes, not holes.
     assert_eq!(
         holes(&addrs[1]),
         Some(0.0),
@@ -225,11 +268,6 @@ async fn daemon_numbers_equal_ground_truth_through_resets_churn_outages_and_rota
         holes(&addrs[2]),
         Some(1.0),
         "the DELETE interval; the hang outage is not a hole\n{text}"
-    );
-    assert_eq!(
-        holes(&addrs[0]),
-        Some(2.0),
-        "the restart and the removal\n{text}"
     );
     let errors = |addr: &str, reason: &str| {
         sample(
@@ -401,5 +439,267 @@ async fn state_file_carries_evidence_across_daemon_restarts_and_corruption_start
         assert_eq!(c.state, State::Blind, "{s:?}");
     }
     d.stop().await;
+    sim.shutdown().await;
+}
+
+const STATIC_WORLD: &str = r#"
+name = "daemon-static"
+speed = 150.0
+scraper_counts_as = "none"
+page_kib = 8
+
+[[instances]]
+version = "1.30.4"
+count = 2
+"#;
+
+const SHORT_WINDOWS: &str = r#"
+[cutovers.legacy-tokens]
+window = "5m"
+coverage_tolerance = "1m"
+[cutovers.legacy-auto-tokens]
+enabled = false
+[cutovers.token-expiry-extension]
+enabled = false
+"#;
+
+/// A resolver answering from `names` (`host:port` → address); IP literals
+/// resolve to themselves, every other name does not resolve.
+fn table_resolver(
+    names: Arc<Mutex<BTreeMap<String, SocketAddr>>>,
+) -> cutover_auditor::daemon::Resolver {
+    cutover_auditor::daemon::Resolver::Function(Arc::new(move |host_port: &str| {
+        if let Ok(addr) = host_port.parse::<SocketAddr>() {
+            return Ok(addr);
+        }
+        names
+            .lock()
+            .unwrap()
+            .get(host_port)
+            .copied()
+            .ok_or_else(|| format!("{host_port}: no such host (test resolver)"))
+    }))
+}
+
+fn target<'a>(status: &'a Status, instance: &str) -> Option<&'a TargetHealth> {
+    status.targets.iter().find(|t| t.instance == instance)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_target_that_never_resolves_is_listed_down_with_reason_dns() {
+    let dir = test_dir("daemon-static-unresolved");
+    let (sim, clock, _) = start_world(STATIC_WORLD, &dir).await;
+    let good = sim.instance_addresses()[0].to_string();
+    let bad = "nonexistent.invalid:6443";
+    let config = with_static_targets(
+        config_for(&sim, &dir.join("state.json"), "30s", "20s", SHORT_WINDOWS),
+        &sim,
+        &[
+            format!("https://{good}/metrics"),
+            format!("https://{bad}/metrics"),
+        ],
+    );
+    let names = Arc::new(Mutex::new(BTreeMap::new()));
+    let daemon = Daemon::start_with_resolver(config, clock.clone(), table_resolver(names)).await;
+    daemon.wait_evaluated().await;
+    // Past a few intervals and the re-resolution of static names (every
+    // minute): it is still a target, failing every interval.
+    clock.sleep(mins(3)).await;
+    let s = daemon
+        .wait_status("both targets listed", |s| s.targets.len() == 2)
+        .await;
+    let t = target(&s, bad).expect("the unresolved target is listed");
+    assert!(!t.up, "{t:?}");
+    assert_eq!(t.last_error, Some(ScrapeErrorKind::Dns), "{t:?}");
+    assert!(
+        t.last_error_detail
+            .as_deref()
+            .is_some_and(|d| d.contains(bad)),
+        "the detail names the target: {t:?}"
+    );
+    assert!(t.consecutive_failures >= 3, "{t:?}");
+    assert!(t.last_success.is_none(), "{t:?}");
+    assert!(target(&s, &good).is_some_and(|t| t.up), "{s:?}");
+
+    let (page, text) = daemon
+        .metrics(&[
+            "cutover_scrape_success",
+            "cutover_scrape_errors_total",
+            "cutover_targets",
+        ])
+        .await;
+    assert_eq!(
+        sample(&page, "cutover_scrape_success", &[("instance", bad)]),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(
+        sample(
+            &page,
+            "cutover_scrape_errors_total",
+            &[("instance", bad), ("reason", "dns")]
+        )
+        .is_some_and(|n| n >= 3.0),
+        "{text}"
+    );
+    assert_eq!(sample(&page, "cutover_targets", &[]), Some(2.0), "{text}");
+    daemon.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_target_that_stops_resolving_stays_a_target_down_and_blocks_ready() {
+    let dir = test_dir("daemon-static-stops-resolving");
+    let (sim, clock, _) = start_world(STATIC_WORLD, &dir).await;
+    let addrs = sim.instance_addresses().to_vec();
+    let port = |i: usize| addrs[i].port();
+    let name = |i: usize| format!("apiserver-{i}.test:{}", port(i));
+    let names = Arc::new(Mutex::new(BTreeMap::from([
+        (name(0), addrs[0]),
+        (name(1), addrs[1]),
+    ])));
+    let config = with_static_targets(
+        config_for(&sim, &dir.join("state.json"), "30s", "20s", SHORT_WINDOWS),
+        &sim,
+        &[
+            format!("https://{}/metrics", name(0)),
+            format!("https://{}/metrics", name(1)),
+        ],
+    );
+    let daemon =
+        Daemon::start_with_resolver(config, clock.clone(), table_resolver(Arc::clone(&names)))
+            .await;
+    // The instance label is the URL's host:port, not the address.
+    let s = daemon.wait_state("legacy-tokens", State::Ready).await;
+    let listed: Vec<&str> = s.targets.iter().map(|t| t.instance.as_str()).collect();
+    assert_eq!(listed, [name(0), name(1)], "{s:?}");
+
+    // apiserver-0's name stops resolving: it stays a target, down, and the
+    // cutover cannot stay ready on an instance nobody reads.
+    names.lock().unwrap().remove(&name(0));
+    let s = daemon
+        .wait_status("apiserver-0 down with reason dns", |s| {
+            target(s, &name(0)).is_some_and(|t| !t.up && t.last_error == Some(ScrapeErrorKind::Dns))
+        })
+        .await;
+    assert_eq!(s.targets.len(), 2, "{s:?}");
+    let s = daemon
+        .wait_status("legacy-tokens blind: target down", |s| {
+            let c = cutover(s, "legacy-tokens");
+            c.state == State::Blind && c.reason == Reason::TargetDown
+        })
+        .await;
+    assert!(
+        target(&s, &name(0)).is_some_and(|t| !t.up),
+        "still listed, down: {s:?}"
+    );
+    let (page, text) = daemon.metrics(&["cutover_scrape_success"]).await;
+    assert_eq!(
+        sample(&page, "cutover_scrape_success", &[("instance", &name(0))]),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(
+        daemon
+            .transitions()
+            .iter()
+            .any(|(_, c, from, to, _)| c == "legacy-tokens"
+                && from.as_deref() == Some("ready")
+                && to == "blind"),
+        "{:?}",
+        daemon.transitions()
+    );
+
+    // It resolves again: scraped again, up.
+    names.lock().unwrap().insert(name(0), addrs[0]);
+    daemon
+        .wait_status("apiserver-0 up again", |s| {
+            target(s, &name(0)).is_some_and(|t| t.up)
+        })
+        .await;
+    daemon.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_scrape_happens_after_the_daemon_stopped() {
+    let dir = test_dir("daemon-no-scrape-after-stop");
+    let (sim, clock, _) = start_world(STATIC_WORLD, &dir).await;
+    let state = dir.join("state.json");
+    let urls: Vec<String> = sim
+        .instance_addresses()
+        .iter()
+        .map(|a| format!("https://{a}/metrics"))
+        .collect();
+    let config = with_static_targets(
+        config_for(&sim, &state, "30s", "20s", SHORT_WINDOWS),
+        &sim,
+        &urls,
+    );
+    let requests = || requests_on(&sim, 0) + requests_on(&sim, 1);
+    let daemon = Daemon::start(config, clock.clone()).await;
+    daemon.wait_evaluated().await;
+    clock.sleep(mins(2)).await;
+    assert!(requests() >= 4, "scraped every 30s: {}", requests());
+    daemon.stop().await;
+    let at_stop = requests();
+    let written = std::fs::metadata(&state)
+        .and_then(|m| m.modified())
+        .expect("state written on shutdown");
+
+    // Ten intervals later: not one more request, and the state file is the
+    // one written at the end of the drain.
+    clock.sleep(mins(5)).await;
+    assert_eq!(
+        requests(),
+        at_stop,
+        "scrape tasks outlived the daemon and kept scraping"
+    );
+    assert_eq!(
+        std::fs::metadata(&state)
+            .and_then(|m| m.modified())
+            .unwrap(),
+        written
+    );
+    sim.shutdown().await;
+}
+
+// One thread: a task spawned by `run` cannot run before the test looks, so
+// the check below sees exactly what `run` left behind when it returned.
+#[tokio::test(flavor = "current_thread")]
+async fn an_error_at_start_leaves_no_admin_server_behind() {
+    let dir = test_dir("daemon-start-error");
+    let (sim, clock, _) = start_world(STATIC_WORLD, &dir).await;
+    let mut config = config_for(&sim, &dir.join("state.json"), "30s", "20s", SHORT_WINDOWS);
+    let missing_ca = dir.join("no-such-ca.pem");
+    match &mut config.targets {
+        Targets::Kubernetes(k) => k.ca_file = missing_ca,
+        Targets::Static(_) => unreachable!("config_for discovers"),
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let options = cutover_auditor::daemon::Options {
+        config,
+        clock,
+        listener: Some(listener),
+        events: None,
+    };
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        cutover_auditor::daemon::run(options, std::future::pending()),
+    )
+    .await
+    .expect("run returns at once on a setup error");
+    assert!(
+        matches!(result, Err(DaemonError::Discovery(_))),
+        "{result:?}"
+    );
+    // Nothing listens on the admin address any more (a blocking connect:
+    // no task of the daemon gets to run meanwhile).
+    let connected = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5));
+    assert!(
+        connected.is_err(),
+        "the admin server outlived run's error: {addr} still accepts connections"
+    );
     sim.shutdown().await;
 }

@@ -88,6 +88,7 @@ fn allowed(metric: &str, label: &str, value: &str) -> bool {
             "decode",
             "malformed",
             "incomplete_page",
+            "dns",
         ]),
         (_, "kind") => one_of(&[
             "legacy",
@@ -133,6 +134,8 @@ fn synthetic_page() -> (String, BTreeMap<String, &'static str>) {
     let metrics = Metrics::new(VERSION).unwrap();
     let specs = CutoverSpec::builtin();
     metrics.declare_cutovers(&specs);
+    // Per-instance series exist for current targets only.
+    metrics.set_targets(&[], &[A.to_owned(), B.to_owned()]);
     let mut ledger = Ledger::default();
     let mut trackers: BTreeMap<String, Tracker> = BTreeMap::new();
     let a_start = ORIGIN - Duration::from_secs(86_400);
@@ -173,7 +176,6 @@ fn synthetic_page() -> (String, BTreeMap<String, &'static str>) {
     for kind in ScrapeErrorKind::ALL {
         metrics.observe_scrape(B, Duration::from_secs(10), Err(kind));
     }
-    metrics.set_targets(&[], &[A.to_owned(), B.to_owned()]);
     (metrics.render().unwrap(), states)
 }
 

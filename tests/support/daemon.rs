@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cutover_auditor::clock::Clock;
-use cutover_auditor::config::Config;
-use cutover_auditor::daemon::{self, DaemonError, Event};
+use cutover_auditor::config::{Config, StaticTarget, Targets};
+use cutover_auditor::daemon::{self, DaemonError, Event, Resolver};
 use cutover_auditor::exposition::{Page, PageDecoder, Watch};
 use cutover_auditor::simulator::scenario::Scenario;
 use cutover_auditor::simulator::{Options, Simulation};
@@ -84,6 +84,30 @@ level = "warn"
     Config::parse(&text, |_| None).expect("test config is valid")
 }
 
+/// `config` with static targets at `urls` instead of discovery (the
+/// simulator's CA, token and server name).
+pub fn with_static_targets(mut config: Config, sim: &Simulation, urls: &[String]) -> Config {
+    config.targets = Targets::Static(
+        urls.iter()
+            .map(|url| StaticTarget {
+                url: url.clone(),
+                server_name: "kubernetes".to_owned(),
+                ca_file: sim.ca_path().to_owned(),
+                token_file: sim.token_path().to_owned(),
+            })
+            .collect(),
+    );
+    config
+}
+
+/// Requests with a bearer token that simulated instance `i` has received
+/// (every one goes through its token cache: a hit or a miss).
+pub fn requests_on(sim: &Simulation, i: usize) -> u64 {
+    sim.world()
+        .view(i)
+        .map_or(0, |v| v.cache_hits + v.cache_misses)
+}
+
 /// A running daemon and everything it emitted.
 pub struct Daemon {
     pub addr: SocketAddr,
@@ -95,6 +119,11 @@ pub struct Daemon {
 
 impl Daemon {
     pub async fn start(config: Config, clock: Clock) -> Daemon {
+        Daemon::start_with_resolver(config, clock, Resolver::System).await
+    }
+
+    /// [`Daemon::start`], resolving static target names with `resolver`.
+    pub async fn start_with_resolver(config: Config, clock: Clock, resolver: Resolver) -> Daemon {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -112,7 +141,7 @@ impl Daemon {
             listener: Some(listener),
             events: Some(tx),
         };
-        let task = tokio::spawn(daemon::run(options, async {
+        let task = tokio::spawn(daemon::run_with_resolver(options, resolver, async {
             let _ = stopped.await;
         }));
         Daemon {
@@ -179,6 +208,22 @@ impl Daemon {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("no evaluation within 10 s");
+    }
+
+    /// Waits (bounded: 30 s real) until the status satisfies `check`; returns it.
+    pub async fn wait_status(&self, what: &str, check: impl Fn(&Status) -> bool) -> Status {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = self.status().await;
+            if check(&s) {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not {what} within 30 s: {s:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Waits (bounded: 30 s real) until `cutover` is in `state`; returns that status.
