@@ -18,7 +18,7 @@ const OLD: [&str; 3] = [
 ];
 
 /// One real page and the JSON report `inspect` must print for it (values
-/// from `shared/fixtures/real/SOURCES.md`).
+/// from `tests/fixtures/real/SOURCES.md`).
 fn real_pages() -> Vec<(&'static str, Value)> {
     let three = |legacy: u64, stale: u64, valid: u64| {
         json!({
@@ -75,7 +75,7 @@ fn real_pages() -> Vec<(&'static str, Value)> {
 
 fn real_path(file: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/real")
+        .join("tests/fixtures/real")
         .join(file)
 }
 
