@@ -84,6 +84,10 @@ pub struct Page {
     /// Lines read (up to `# EOF` when present).
     pub lines: u64,
     watched: Vec<String>,
+    /// Lines that look like Prometheus text exposition (a sample, or a
+    /// `# HELP`/`# TYPE`/`# UNIT` line), watched or not: 0 means the input
+    /// is not an exposition page at all.
+    pub exposition_lines: u64,
 }
 
 impl Page {
@@ -199,6 +203,8 @@ pub struct Extractor {
     skipping: bool,
     /// Complete lines seen so far.
     line_no: u64,
+    /// Lines that look like exposition (see [`looks_like_exposition`]).
+    exposition_lines: u64,
     /// The watched family whose HELP/TYPE block we are in, with the name the
     /// block was opened with (the family, or its OpenMetrics base name).
     block: Option<(usize, String)>,
@@ -226,6 +232,7 @@ impl Extractor {
             carry: Vec::new(),
             skipping: false,
             line_no: 0,
+            exposition_lines: 0,
             block: None,
             eof: false,
             samples: Vec::new(),
@@ -296,6 +303,7 @@ impl Extractor {
             duplicates: self.duplicates,
             lines: self.line_no,
             watched: self.watched,
+            exposition_lines: self.exposition_lines,
         })
     }
 
@@ -309,6 +317,7 @@ impl Extractor {
         let remaining = &part[top..];
         if !remaining.is_empty() {
             if let Class::Skip(effect) = self.classify_prefix(line, false) {
+                self.count_exposition(line, false);
                 self.apply(effect);
                 return Ok(());
             }
@@ -329,6 +338,9 @@ impl Extractor {
         match self.classify_prefix(&self.carry, false) {
             Class::NeedMore => {}
             Class::Skip(effect) => {
+                if looks_like_exposition(&self.carry, false) {
+                    self.exposition_lines += 1;
+                }
                 self.apply(effect);
                 self.carry.clear();
                 self.skipping = true;
@@ -457,6 +469,13 @@ impl Extractor {
         Some((i, String::from_utf8_lossy(name).into_owned()))
     }
 
+    /// Counts `line` (`complete`, or only its start) when it looks like exposition.
+    fn count_exposition(&mut self, line: &[u8], complete: bool) {
+        if looks_like_exposition(line, complete) {
+            self.exposition_lines += 1;
+        }
+    }
+
     fn apply(&mut self, effect: Option<Option<(usize, String)>>) {
         if let Some(block) = effect {
             self.block = block;
@@ -466,6 +485,7 @@ impl Extractor {
     /// Handles one complete line (without its `\n`).
     fn line(&mut self, raw: &[u8]) -> Result<(), ExpositionError> {
         let line = trim_end(trim_start(raw));
+        self.count_exposition(line, true);
         match self.classify_prefix(line, true) {
             Class::Skip(effect) => {
                 self.apply(effect);
@@ -732,6 +752,52 @@ fn belongs(name: &str, base: &str) -> bool {
         || name
             .strip_prefix(base)
             .is_some_and(|suffix| SUFFIXES.contains(&suffix))
+}
+
+/// True when the start of a line (leading blanks removed) looks like text
+/// exposition: `# HELP`/`# TYPE`/`# UNIT` and a name, or a sample (a metric
+/// name, or `{"quoted"`, then labels or a value that starts like a number).
+/// A prefix (`complete` false) that ends before the value counts: only
+/// prefixes are kept of long unwatched lines.
+fn looks_like_exposition(line: &[u8], complete: bool) -> bool {
+    if let Some(comment) = line.strip_prefix(b"#") {
+        let comment = trim_start(comment);
+        return [&b"HELP"[..], b"TYPE", b"UNIT"].iter().any(|keyword| {
+            comment.strip_prefix(*keyword).is_some_and(|rest| {
+                matches!(rest.first(), Some(b' ' | b'\t'))
+                    && trim_start(rest).first().is_some_and(|&b| is_name_byte(b))
+            })
+        });
+    }
+    if line.starts_with(b"{\"") {
+        return true;
+    }
+    if !line
+        .first()
+        .is_some_and(|&b| b.is_ascii_alphabetic() || b == b'_' || b == b':')
+    {
+        return false;
+    }
+    let end = line.iter().position(|&b| !is_name_byte(b));
+    let Some(end) = end else {
+        return !complete;
+    };
+    match line[end] {
+        b'{' => true,
+        b' ' | b'\t' => {
+            let value = trim_start(&line[end..]);
+            match value.first() {
+                None => !complete,
+                Some(&b) => {
+                    b.is_ascii_digit()
+                        || matches!(b, b'+' | b'-' | b'.')
+                        || value.starts_with(b"NaN")
+                        || value.starts_with(b"Inf")
+                }
+            }
+        }
+        _ => false,
+    }
 }
 
 fn is_name_byte(b: u8) -> bool {
