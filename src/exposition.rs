@@ -84,10 +84,10 @@ pub struct Page {
     /// Lines read (up to `# EOF` when present).
     pub lines: u64,
     watched: Vec<String>,
-    /// Lines that look like Prometheus text exposition (a sample, or a
-    /// `# HELP`/`# TYPE`/`# UNIT` line), watched or not: 0 means the input
-    /// is not an exposition page at all.
-    pub exposition_lines: u64,
+    /// True when at least one line, watched or not, looks like Prometheus
+    /// text exposition (a sample, or a `# HELP`/`# TYPE`/`# UNIT` line):
+    /// false means the input is not an exposition page at all.
+    pub has_exposition: bool,
 }
 
 impl Page {
@@ -203,8 +203,9 @@ pub struct Extractor {
     skipping: bool,
     /// Complete lines seen so far.
     line_no: u64,
-    /// Lines that look like exposition (see [`looks_like_exposition`]).
-    exposition_lines: u64,
+    /// Until a line looks like exposition (see [`looks_like_exposition`]):
+    /// the start of the current line. `None` once one did.
+    exposition_head: Option<Vec<u8>>,
     /// The watched family whose HELP/TYPE block we are in, with the name the
     /// block was opened with (the family, or its OpenMetrics base name).
     block: Option<(usize, String)>,
@@ -232,7 +233,7 @@ impl Extractor {
             carry: Vec::new(),
             skipping: false,
             line_no: 0,
-            exposition_lines: 0,
+            exposition_head: Some(Vec::new()),
             block: None,
             eof: false,
             samples: Vec::new(),
@@ -243,6 +244,7 @@ impl Extractor {
 
     /// Pushes the next chunk of the page; lines may be split anywhere.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<(), ExpositionError> {
+        self.scan_for_exposition(chunk);
         let mut rest = chunk;
         while !rest.is_empty() && !self.eof {
             if self.skipping {
@@ -302,8 +304,12 @@ impl Extractor {
             samples: self.samples,
             duplicates: self.duplicates,
             lines: self.line_no,
+            // The last line may lack its newline.
+            has_exposition: self
+                .exposition_head
+                .as_ref()
+                .is_none_or(|head| looks_like_exposition(head, head.len() <= HEAD_BYTES)),
             watched: self.watched,
-            exposition_lines: self.exposition_lines,
         })
     }
 
@@ -317,7 +323,6 @@ impl Extractor {
         let remaining = &part[top..];
         if !remaining.is_empty() {
             if let Class::Skip(effect) = self.classify_prefix(line, false) {
-                self.count_exposition(line, false);
                 self.apply(effect);
                 return Ok(());
             }
@@ -338,9 +343,6 @@ impl Extractor {
         match self.classify_prefix(&self.carry, false) {
             Class::NeedMore => {}
             Class::Skip(effect) => {
-                if looks_like_exposition(&self.carry, false) {
-                    self.exposition_lines += 1;
-                }
                 self.apply(effect);
                 self.carry.clear();
                 self.skipping = true;
@@ -469,10 +471,29 @@ impl Extractor {
         Some((i, String::from_utf8_lossy(name).into_owned()))
     }
 
-    /// Counts `line` (`complete`, or only its start) when it looks like exposition.
-    fn count_exposition(&mut self, line: &[u8], complete: bool) {
-        if looks_like_exposition(line, complete) {
-            self.exposition_lines += 1;
+    /// Looks for a first exposition line in `chunk`, independently of the
+    /// extraction; free once one is found (real pages start with one).
+    fn scan_for_exposition(&mut self, chunk: &[u8]) {
+        let Some(head) = &mut self.exposition_head else {
+            return;
+        };
+        let mut rest = chunk;
+        loop {
+            let nl = memchr(b'\n', rest);
+            let part = &rest[..nl.unwrap_or(rest.len())];
+            let room = (HEAD_BYTES + 1).saturating_sub(head.len()).min(part.len());
+            head.extend_from_slice(&part[..room]);
+            let Some(nl) = nl else {
+                return;
+            };
+            let line = trim_end(trim_start(head));
+            let complete = head.len() <= HEAD_BYTES;
+            if looks_like_exposition(line, complete) {
+                self.exposition_head = None;
+                return;
+            }
+            head.clear();
+            rest = &rest[nl + 1..];
         }
     }
 
@@ -485,7 +506,6 @@ impl Extractor {
     /// Handles one complete line (without its `\n`).
     fn line(&mut self, raw: &[u8]) -> Result<(), ExpositionError> {
         let line = trim_end(trim_start(raw));
-        self.count_exposition(line, true);
         match self.classify_prefix(line, true) {
             Class::Skip(effect) => {
                 self.apply(effect);
@@ -754,12 +774,16 @@ fn belongs(name: &str, base: &str) -> bool {
             .is_some_and(|suffix| SUFFIXES.contains(&suffix))
 }
 
-/// True when the start of a line (leading blanks removed) looks like text
+/// Bytes of a line's start kept to tell whether it looks like exposition.
+const HEAD_BYTES: usize = 256;
+
+/// True when the start of a line looks like text
 /// exposition: `# HELP`/`# TYPE`/`# UNIT` and a name, or a sample (a metric
 /// name, or `{"quoted"`, then labels or a value that starts like a number).
 /// A prefix (`complete` false) that ends before the value counts: only
 /// prefixes are kept of long unwatched lines.
 fn looks_like_exposition(line: &[u8], complete: bool) -> bool {
+    let line = trim_end(trim_start(line));
     if let Some(comment) = line.strip_prefix(b"#") {
         let comment = trim_start(comment);
         return [&b"HELP"[..], b"TYPE", b"UNIT"].iter().any(|keyword| {
@@ -769,8 +793,15 @@ fn looks_like_exposition(line: &[u8], complete: bool) -> bool {
             })
         });
     }
-    if line.starts_with(b"{\"") {
-        return true;
+    if let Some(quoted) = line.strip_prefix(b"{\"") {
+        // `{"name"}` or `{"name",label="v"}`, never JSON's `{"key":`.
+        return match memchr(b'"', quoted) {
+            Some(end) => match quoted.get(end + 1) {
+                Some(b) => matches!(b, b'}' | b','),
+                None => !complete,
+            },
+            None => !complete,
+        };
     }
     if !line
         .first()

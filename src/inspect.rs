@@ -32,7 +32,7 @@ pub struct NoExposition {
 
 /// Accepts a page with at least one exposition line, watched or not.
 pub fn check(page: &Page) -> Result<(), NoExposition> {
-    if page.exposition_lines == 0 {
+    if !page.has_exposition {
         return Err(NoExposition { lines: page.lines });
     }
     Ok(())
