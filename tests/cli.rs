@@ -445,3 +445,86 @@ fn simulate_removes_its_temp_dir_on_sigint_and_sigterm() {
     }
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_follows_the_clock_of_a_simulation_with_a_fixed_start() {
+    let dir = test_dir("simulate-fixed-start");
+    let scenario = dir.join("june.toml");
+    // 2026-06-01T00:00:00Z, months before any real clock running this test.
+    let start_ms: i64 = 1_780_272_000_000;
+    std::fs::write(
+        &scenario,
+        format!("start = \"2026-06-01T00:00:00Z\"\n{SIXTY_X}"),
+    )
+    .expect("scenario");
+    let out_dir = dir.join("sim");
+    let mut sim = Guard(
+        bin()
+            .args(["simulate", "--scenario"])
+            .arg(&scenario)
+            .arg("--dir")
+            .arg(&out_dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("simulate starts"),
+    );
+    let lines = stdout_lines(&mut sim.0);
+    read_until(&lines, "audit them with:");
+    let command = lines
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the serve command");
+    assert!(
+        command.contains("--speed 60 --clock-start 1780272000.000@"),
+        "{command}"
+    );
+    let file = out_dir.join("cutover-auditor.toml");
+    let port = free_port();
+    let moved = dir.join("serve.toml");
+    let text = std::fs::read_to_string(&file).expect("config text");
+    std::fs::write(
+        &moved,
+        text.replace(
+            "listen = \"127.0.0.1:9877\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        ),
+    )
+    .expect("config on a free port");
+    let args: Vec<&str> = command.split_whitespace().collect();
+    let _serve = Guard(
+        bin()
+            .args(&args[1..3])
+            .arg(&moved)
+            .args(&args[4..])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("serve starts"),
+    );
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/api/v1/status");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    loop {
+        if let Ok(response) = client.get(&url).send().await {
+            last = response.text().await.unwrap_or_default();
+            let status: serde_json::Value = serde_json::from_str(&last).unwrap_or_default();
+            let targets = status["targets"].as_array().cloned().unwrap_or_default();
+            let all_up = targets.len() == 2 && targets.iter().all(|t| t["up"] == true);
+            if let (true, Some(at)) = (all_up, status["evaluated_at"].as_i64()) {
+                // On the simulation's clock: within its first simulated hour.
+                assert!(
+                    (start_ms..start_ms + 3_600_000).contains(&at),
+                    "evaluated at {at}, not on the simulation's clock: {last}"
+                );
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "targets not up within 30 s: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(sim);
+    let _ = std::fs::remove_dir_all(&dir);
+}
