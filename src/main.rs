@@ -240,9 +240,11 @@ fn cmd_simulate(mut parser: lexopt::Parser) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         // SIGINT (Ctrl-C) and SIGTERM end the run the same way: listeners
         // closed, a temp directory removed. Without handlers either signal
-        // would kill the process and leave the directory behind.
+        // would kill the process and leave the directory behind, so they are
+        // installed before anything is created.
+        let signal = signals();
         let signal = async {
-            wait_for_signal().await;
+            signal.await;
         };
         simulator::simulate_with(&scenario, options, signal)
             .await
@@ -380,19 +382,28 @@ async fn shutdown_signal() {
 }
 
 async fn wait_for_signal() -> &'static str {
+    signals().await
+}
+
+/// Installs the SIGTERM and SIGINT handlers now (inside the runtime) and
+/// resolves on the first of them.
+fn signals() -> impl std::future::Future<Output = &'static str> {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        },
-        _ => {
-            // Without handlers the default action (exit) applies anyway.
-            std::future::pending::<()>().await;
-            "none"
+    );
+    async move {
+        match handlers {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            },
+            _ => {
+                // Without handlers the default action (exit) applies anyway.
+                std::future::pending::<()>().await;
+                "none"
+            }
         }
     }
 }
