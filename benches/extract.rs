@@ -1,7 +1,7 @@
 //! Extraction speed and memory against gzip decode alone and prometheus-parse.
 //!
 //! `cargo bench --bench extract` generates pages with
-//! `../shared/tools/gen-apiserver-metrics.py --size-mb N --seed 1` for N in
+//! `benches/gen-apiserver-metrics.py --size-mb N --seed 1` for N in
 //! `BENCH_SIZES` (default `5,30,100`), caches them (and their gzip) under
 //! `target/bench-pages/`, and prints medians, the two target ratios and the
 //! peak heap of extraction. Without `--bench` (the test runner builds and runs
@@ -345,8 +345,7 @@ fn load_page(dir: &Path, size: u32) -> Result<(Vec<u8>, Vec<u8>), String> {
     let gz = dir.join(format!("page-{size}mb-seed1.txt.gz"));
     if !txt.exists() {
         eprintln!("{size} MB: generating {}", txt.display());
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/gen-apiserver-metrics.py");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/gen-apiserver-metrics.py");
         let out = Command::new("python3")
             .arg(&script)
             .args(["--size-mb", &size.to_string(), "--seed", "1"])

@@ -86,6 +86,10 @@ pub struct Page {
     /// Lines read (up to `# EOF` when present).
     pub lines: u64,
     watched: Vec<String>,
+    /// True when at least one line, watched or not, looks like Prometheus
+    /// text exposition (a sample, or a `# HELP`/`# TYPE`/`# UNIT` line):
+    /// false means the input is not an exposition page at all.
+    pub has_exposition: bool,
 }
 
 impl Page {
@@ -201,6 +205,9 @@ pub struct Extractor {
     skipping: bool,
     /// Complete lines seen so far.
     line_no: u64,
+    /// Until a line looks like exposition (see [`looks_like_exposition`]):
+    /// the start of the current line. `None` once one did.
+    exposition_head: Option<Vec<u8>>,
     /// The watched family whose HELP/TYPE block we are in, with the name the
     /// block was opened with (the family, or its OpenMetrics base name).
     block: Option<(usize, String)>,
@@ -231,6 +238,7 @@ impl Extractor {
             carry: Vec::new(),
             skipping: false,
             line_no: 0,
+            exposition_head: Some(Vec::new()),
             block: None,
             eof: false,
             samples: Vec::new(),
@@ -241,6 +249,7 @@ impl Extractor {
 
     /// Pushes the next chunk of the page; lines may be split anywhere.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<(), ExpositionError> {
+        self.scan_for_exposition(chunk);
         let mut rest = chunk;
         while !rest.is_empty() && !self.eof {
             if self.skipping {
@@ -299,6 +308,11 @@ impl Extractor {
         Ok(Page {
             samples: self.samples,
             lines: self.line_no,
+            // The last line may lack its newline.
+            has_exposition: self
+                .exposition_head
+                .as_ref()
+                .is_none_or(|head| looks_like_exposition(head, head.len() <= HEAD_BYTES)),
             watched: self.watched,
         })
     }
@@ -459,6 +473,32 @@ impl Extractor {
                 || (w.len() == name.len() + 6 && w.starts_with(name) && w.ends_with(b"_total"))
         })?;
         Some((i, String::from_utf8_lossy(name).into_owned()))
+    }
+
+    /// Looks for a first exposition line in `chunk`, independently of the
+    /// extraction; free once one is found (real pages start with one).
+    fn scan_for_exposition(&mut self, chunk: &[u8]) {
+        let Some(head) = &mut self.exposition_head else {
+            return;
+        };
+        let mut rest = chunk;
+        loop {
+            let nl = memchr(b'\n', rest);
+            let part = &rest[..nl.unwrap_or(rest.len())];
+            let room = (HEAD_BYTES + 1).saturating_sub(head.len()).min(part.len());
+            head.extend_from_slice(&part[..room]);
+            let Some(nl) = nl else {
+                return;
+            };
+            let line = trim_end(trim_start(head));
+            let complete = head.len() <= HEAD_BYTES;
+            if looks_like_exposition(line, complete) {
+                self.exposition_head = None;
+                return;
+            }
+            head.clear();
+            rest = &rest[nl + 1..];
+        }
     }
 
     fn apply(&mut self, effect: Option<Option<(usize, String)>>) {
@@ -792,6 +832,63 @@ fn belongs(name: &str, base: &str) -> bool {
         || name
             .strip_prefix(base)
             .is_some_and(|suffix| SUFFIXES.contains(&suffix))
+}
+
+/// Bytes of a line's start kept to tell whether it looks like exposition.
+const HEAD_BYTES: usize = 256;
+
+/// True when the start of a line looks like text
+/// exposition: `# HELP`/`# TYPE`/`# UNIT` and a name, or a sample (a metric
+/// name, or `{"quoted"`, then labels or a value that starts like a number).
+/// A prefix (`complete` false) that ends before the value counts: only
+/// prefixes are kept of long unwatched lines.
+fn looks_like_exposition(line: &[u8], complete: bool) -> bool {
+    let line = trim_end(trim_start(line));
+    if let Some(comment) = line.strip_prefix(b"#") {
+        let comment = trim_start(comment);
+        return [&b"HELP"[..], b"TYPE", b"UNIT"].iter().any(|keyword| {
+            comment.strip_prefix(*keyword).is_some_and(|rest| {
+                matches!(rest.first(), Some(b' ' | b'\t'))
+                    && trim_start(rest).first().is_some_and(|&b| is_name_byte(b))
+            })
+        });
+    }
+    if let Some(quoted) = line.strip_prefix(b"{\"") {
+        // `{"name"}` or `{"name",label="v"}`, never JSON's `{"key":`.
+        return match memchr(b'"', quoted) {
+            Some(end) => match quoted.get(end + 1) {
+                Some(b) => matches!(b, b'}' | b','),
+                None => !complete,
+            },
+            None => !complete,
+        };
+    }
+    if !line
+        .first()
+        .is_some_and(|&b| b.is_ascii_alphabetic() || b == b'_' || b == b':')
+    {
+        return false;
+    }
+    let end = line.iter().position(|&b| !is_name_byte(b));
+    let Some(end) = end else {
+        return !complete;
+    };
+    match line[end] {
+        b'{' => true,
+        b' ' | b'\t' => {
+            let value = trim_start(&line[end..]);
+            match value.first() {
+                None => !complete,
+                Some(&b) => {
+                    b.is_ascii_digit()
+                        || matches!(b, b'+' | b'-' | b'.')
+                        || value.starts_with(b"NaN")
+                        || value.starts_with(b"Inf")
+                }
+            }
+        }
+        _ => false,
+    }
 }
 
 fn is_name_byte(b: u8) -> bool {

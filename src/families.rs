@@ -1,6 +1,6 @@
 //! The kube-apiserver metric families the auditor reads, and the token kinds
-//! they count. Names only: the facts behind them are in
-//! `shared/docs/kubernetes-token-metrics.md`.
+//! they count. Names only: the facts behind them are in kubernetes/kubernetes
+//! `pkg/serviceaccount/metrics.go`, `jwt.go`, `legacy.go` and `claims.go`.
 
 use std::fmt;
 

@@ -18,6 +18,26 @@ pub const EX_DATAERR: u8 = 65;
 /// error, corrupt or truncated gzip (sysexits `EX_NOINPUT`).
 pub const EX_NOINPUT: u8 = 66;
 
+/// Input without a single exposition line (empty, HTML, JSON, an error
+/// text): reporting six absent families for it would read as "this
+/// apiserver has no counters". Exit 65.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no Prometheus text exposition found ({lines} lines read, none a sample or a HELP/TYPE line)"
+)]
+pub struct NoExposition {
+    /// Lines read.
+    pub lines: u64,
+}
+
+/// Accepts a page with at least one exposition line, watched or not.
+pub fn check(page: &Page) -> Result<(), NoExposition> {
+    if !page.has_exposition {
+        return Err(NoExposition { lines: page.lines });
+    }
+    Ok(())
+}
+
 /// The output format of `inspect`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Format {

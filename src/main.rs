@@ -5,41 +5,54 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use cutover_auditor::clock::Clock;
 use cutover_auditor::config::{Config, ConfigError, LogFormat};
-use cutover_auditor::daemon::{self, Event};
+use cutover_auditor::daemon::{self, DaemonError, Event};
 use cutover_auditor::exposition::{ReadPageError, Watch, extract_from_reader};
 use cutover_auditor::inspect::{self, Format};
-use cutover_auditor::simulator::{self, Options as SimOptions, Simulation, scenario::Scenario};
+use cutover_auditor::simulator::scenario::{Action, Scenario};
+use cutover_auditor::simulator::{
+    self, Options as SimOptions, SimError, SimulateOptions, Simulation,
+};
 use cutover_auditor::telemetry;
+use cutover_auditor::time::Timestamp;
 
 const USAGE: &str = "\
 Usage: cutover-auditor <COMMAND>
 
 Commands:
-  serve --config FILE [--check-config]
+  serve --config FILE [--check-config] [--speed N --clock-start SIM@REAL]
       Run the daemon. With --check-config, validate the configuration, print
-      what is wrong, and exit 0 (valid) or 64 (invalid).
+      what is wrong, and exit 0 (valid) or 64 (invalid). --speed and
+      --clock-start (as printed by `simulate`) run it on the clock of
+      simulated apiservers: N simulated seconds per real second, SIM the
+      simulated Unix time at real Unix time REAL. Exit 69 when the listen
+      address cannot be bound.
 
   demo [--listen ADDR] [--speed N] [--for DURATION]
       Simulated apiservers (tests/scenarios/demo.toml, built in) and the
       daemon on one accelerated clock (default 60: one real second is one
       simulated minute). Prints the status page and /metrics URLs, then each
-      verdict change. Stops on Ctrl-C, or after DURATION of simulated time.
+      verdict change and scripted event (restart, token rotation). Stops on
+      Ctrl-C, or after DURATION of simulated time (90s, 15m, 2h). Exit 69
+      when the listen address is taken.
 
   inspect [--format text|json] [FILE|-]
       Print the token counters, absent families, process start time and
       Kubernetes version of one kube-apiserver /metrics page (plain or gzip)
-      read from FILE or stdin. Exit 65 on a malformed watched line, 66 on
-      unreadable input.
+      read from FILE or stdin. Exit 65 on a malformed watched line or input
+      without any exposition line, 66 on unreadable input.
 
-  simulate --scenario FILE [--dir DIR]
+  simulate --scenario FILE [--dir DIR] [--speed N]
       Run only the simulated kube-apiservers of a scenario (TLS, tokens,
-      discovery, scripted clients) until Ctrl-C or the scenario's duration.
-      The CA and token files are written to DIR (default: a temp directory).
-      Scenario format: docs/scenarios.md.
+      discovery, scripted clients) until Ctrl-C, SIGTERM or the scenario's
+      duration, at the scenario's speed or N (1: real time). The CA, token
+      and a daemon configuration (cutover-auditor.toml) are written to DIR
+      (default: a temp directory, removed on exit), and the `serve` command
+      that audits the simulation is printed. Scenario format: docs/scenarios.md.
 
 Options:
   -h, --help     Print this help
@@ -68,11 +81,66 @@ fn usage(err: impl std::fmt::Display) -> anyhow::Error {
     Usage(err.to_string()).into()
 }
 
+/// Exit status when a port cannot be bound, e.g. the address is in use
+/// (sysexits `EX_UNAVAILABLE`: a service the command needs is unavailable).
+const EX_UNAVAILABLE: u8 = 69;
+
+/// The admin or a simulated address could not be bound: the address, why in
+/// words, and what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {}: {hint}", bind_reason(cause))]
+struct ListenError {
+    addr: String,
+    cause: io::Error,
+    hint: String,
+}
+
+fn bind_reason(err: &io::Error) -> String {
+    match err.kind() {
+        io::ErrorKind::AddrInUse => "address in use".to_owned(),
+        io::ErrorKind::AddrNotAvailable => "no such local address".to_owned(),
+        io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        _ => err.to_string(),
+    }
+}
+
+/// The daemon's error, with `hint` when it is a bind failure.
+fn listen_hint(err: DaemonError, hint: &str) -> anyhow::Error {
+    match err {
+        DaemonError::Listen { addr, source } => ListenError {
+            addr: addr.to_string(),
+            cause: source,
+            hint: hint.to_owned(),
+        }
+        .into(),
+        other => other.into(),
+    }
+}
+
+/// The simulator's error, with `hint` when it is a bind failure.
+fn sim_listen_hint(err: SimError, hint: &str) -> anyhow::Error {
+    match err {
+        SimError::Bind { addr, source } => ListenError {
+            addr,
+            cause: source,
+            hint: hint.to_owned(),
+        }
+        .into(),
+        other => other.into(),
+    }
+}
+
 /// The sysexits status for an error, found from the typed errors in its chain.
 fn exit_code(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
         if cause.is::<Usage>() || cause.is::<ConfigError>() {
             return inspect::EX_USAGE;
+        }
+        if cause.is::<ListenError>() {
+            return EX_UNAVAILABLE;
+        }
+        if cause.is::<inspect::NoExposition>() {
+            return inspect::EX_DATAERR;
         }
         if let Some(page) = cause.downcast_ref::<ReadPageError>() {
             return inspect::exit_code(page);
@@ -130,14 +198,20 @@ fn cmd_inspect(mut parser: lexopt::Parser) -> anyhow::Result<ExitCode> {
         }
     }
     let watch = Watch::default_families();
-    let page = match input {
+    let (page, name) = match input {
         Some(path) if path != "-" => {
             let name = path.to_string_lossy().into_owned();
             let file = File::open(&path).with_context(|| format!("cannot open {name}"))?;
-            extract_from_reader(watch, file).with_context(|| format!("reading {name}"))?
+            let page =
+                extract_from_reader(watch, file).with_context(|| format!("reading {name}"))?;
+            (page, name)
         }
-        _ => extract_from_reader(watch, io::stdin().lock()).context("reading stdin")?,
+        _ => (
+            extract_from_reader(watch, io::stdin().lock()).context("reading stdin")?,
+            "stdin".to_owned(),
+        ),
     };
+    inspect::check(&page).with_context(|| format!("reading {name}"))?;
     let mut out = io::stdout().lock();
     // A closed stdout is not unreadable input: keep io::Error out of the chain.
     out.write_all(inspect::render(&page, format).as_bytes())
@@ -149,11 +223,12 @@ fn cmd_inspect(mut parser: lexopt::Parser) -> anyhow::Result<ExitCode> {
 fn cmd_simulate(mut parser: lexopt::Parser) -> anyhow::Result<ExitCode> {
     use lexopt::prelude::*;
     let mut scenario: Option<PathBuf> = None;
-    let mut dir: Option<PathBuf> = None;
+    let mut options = SimulateOptions::default();
     while let Some(arg) = parser.next().map_err(usage)? {
         match arg {
             Long("scenario") => scenario = Some(parser.value().map_err(usage)?.into()),
-            Long("dir") => dir = Some(parser.value().map_err(usage)?.into()),
+            Long("dir") => options.dir = Some(parser.value().map_err(usage)?.into()),
+            Long("speed") => options.speed = Some(parse_speed(&mut parser)?),
             Short('h') | Long("help") => {
                 print!("{USAGE}");
                 return Ok(ExitCode::SUCCESS);
@@ -163,19 +238,58 @@ fn cmd_simulate(mut parser: lexopt::Parser) -> anyhow::Result<ExitCode> {
     }
     let scenario = scenario.ok_or_else(|| usage("simulate needs --scenario FILE"))?;
     runtime()?.block_on(async {
-        let ctrl_c = async {
-            // Without a signal handler Ctrl-C would kill the process before
-            // the listeners close; if it cannot be installed, run until the
-            // scenario ends.
-            if tokio::signal::ctrl_c().await.is_err() {
-                std::future::pending::<()>().await;
-            }
+        // SIGINT (Ctrl-C) and SIGTERM end the run the same way: listeners
+        // closed, a temp directory removed. Without handlers either signal
+        // would kill the process and leave the directory behind, so they are
+        // installed before anything is created.
+        let signal = signals();
+        let signal = async {
+            signal.await;
         };
-        simulator::simulate_from_file(&scenario, dir, ctrl_c)
+        simulator::simulate_with(&scenario, options, signal)
             .await
+            .map_err(|err| sim_listen_hint(err, "another process holds it"))
             .with_context(|| format!("simulating {}", scenario.display()))
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--speed N`: simulated seconds per real second, 1 to 10000.
+fn parse_speed(parser: &mut lexopt::Parser) -> anyhow::Result<f64> {
+    let value = parser
+        .value()
+        .map_err(usage)?
+        .to_string_lossy()
+        .into_owned();
+    let n: f64 = value
+        .parse()
+        .map_err(|_| usage(format!("--speed {value:?} is not a number")))?;
+    if !(n.is_finite() && (1.0..=10_000.0).contains(&n)) {
+        return Err(usage("--speed must be between 1 and 10000"));
+    }
+    Ok(n)
+}
+
+/// `--clock-start SIM[@REAL]`: Unix seconds; REAL defaults to SIM.
+fn parse_clock_start(value: &str) -> anyhow::Result<(Timestamp, Timestamp)> {
+    let bad = || {
+        usage(format!(
+            "--clock-start {value:?}: expected SIM@REAL in Unix seconds, as `simulate` prints it"
+        ))
+    };
+    let secs = |s: &str| {
+        s.parse::<f64>()
+            .ok()
+            .and_then(Timestamp::from_secs_f64)
+            .ok_or_else(bad)
+    };
+    match value.split_once('@') {
+        Some((sim, real)) => Ok((secs(sim)?, secs(real)?)),
+        None => {
+            let t = secs(value)?;
+            Ok((t, t))
+        }
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -189,10 +303,17 @@ fn cmd_serve(mut parser: lexopt::Parser) -> anyhow::Result<ExitCode> {
     use lexopt::prelude::*;
     let mut config_path: Option<PathBuf> = None;
     let mut check_only = false;
+    let mut speed: Option<f64> = None;
+    let mut clock_start: Option<(Timestamp, Timestamp)> = None;
     while let Some(arg) = parser.next().map_err(usage)? {
         match arg {
             Long("config") => config_path = Some(parser.value().map_err(usage)?.into()),
             Long("check-config") => check_only = true,
+            Long("speed") => speed = Some(parse_speed(&mut parser)?),
+            Long("clock-start") => {
+                let value = parser.value().map_err(usage)?;
+                clock_start = Some(parse_clock_start(&value.to_string_lossy())?);
+            }
             Short('h') | Long("help") => {
                 print!("{USAGE}");
                 return Ok(ExitCode::SUCCESS);
@@ -213,16 +334,36 @@ fn cmd_serve(mut parser: lexopt::Parser) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     telemetry::init(config.log.format, &config.log.level)?;
+    let hint = format!("set `listen` in {} to a free address", path.display());
     runtime()?.block_on(async {
         let options = daemon::Options {
             config,
-            clock: Clock::real(),
+            clock: serve_clock(speed, clock_start),
             listener: None,
             events: None,
         };
-        daemon::run(options, shutdown_signal()).await
+        daemon::run(options, shutdown_signal())
+            .await
+            .map_err(|err| listen_hint(err, &hint))
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The real clock, or the clock of a simulation: `speed` simulated seconds
+/// per real second, at simulated time `sim` when the real time was `real`.
+fn serve_clock(speed: Option<f64>, start: Option<(Timestamp, Timestamp)>) -> Clock {
+    if speed.is_none() && start.is_none() {
+        return Clock::real();
+    }
+    let speed = speed.unwrap_or(1.0);
+    let real_now = Clock::real().now();
+    let now = match start {
+        Some((sim, real)) => {
+            sim + Duration::from_secs_f64(real_now.since(real).as_secs_f64() * speed)
+        }
+        None => real_now,
+    };
+    Clock::accelerated(now, speed)
 }
 
 /// Resolves on the first SIGTERM or SIGINT; a second one exits at once.
@@ -241,19 +382,28 @@ async fn shutdown_signal() {
 }
 
 async fn wait_for_signal() -> &'static str {
+    signals().await
+}
+
+/// Installs the SIGTERM and SIGINT handlers now (inside the runtime) and
+/// resolves on the first of them.
+fn signals() -> impl std::future::Future<Output = &'static str> {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        },
-        _ => {
-            // Without handlers the default action (exit) applies anyway.
-            std::future::pending::<()>().await;
-            "none"
+    );
+    async move {
+        match handlers {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            },
+            _ => {
+                // Without handlers the default action (exit) applies anyway.
+                std::future::pending::<()>().await;
+                "none"
+            }
         }
     }
 }
@@ -275,30 +425,22 @@ fn cmd_demo(mut parser: lexopt::Parser) -> anyhow::Result<ExitCode> {
                     .to_string_lossy()
                     .into_owned()
             }
-            Long("speed") => {
-                let value = parser
-                    .value()
-                    .map_err(usage)?
-                    .to_string_lossy()
-                    .into_owned();
-                let n: f64 = value
-                    .parse()
-                    .map_err(|_| usage(format!("--speed {value:?} is not a number")))?;
-                if !(n.is_finite() && (1.0..=10_000.0).contains(&n)) {
-                    return Err(usage("--speed must be between 1 and 10000"));
-                }
-                speed = Some(n);
-            }
+            Long("speed") => speed = Some(parse_speed(&mut parser)?),
             Long("for") => {
                 let value = parser
                     .value()
                     .map_err(usage)?
                     .to_string_lossy()
                     .into_owned();
-                stop_after = Some(
-                    humantime::parse_duration(&value)
-                        .map_err(|e| usage(format!("--for {value:?}: {e}")))?,
-                );
+                let d = humantime::parse_duration(&value)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        usage(format!(
+                            "--for {value:?}: expected a duration like 90s, 15m, 2h (simulated time)"
+                        ))
+                    })?;
+                stop_after = Some(d);
             }
             Short('h') | Long("help") => {
                 print!("{USAGE}");
@@ -319,14 +461,77 @@ fn cmd_demo(mut parser: lexopt::Parser) -> anyhow::Result<ExitCode> {
 async fn demo(
     scenario: Scenario,
     listen: String,
-    stop_after: Option<std::time::Duration>,
+    stop_after: Option<Duration>,
 ) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("cutover-auditor-demo-{}", std::process::id()));
+    let result = demo_in(scenario, listen, stop_after, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// `[+40m]`: simulated time since the demo started, to the second.
+fn elapsed(at: Timestamp, start: Timestamp) -> String {
+    let d = Duration::from_secs(at.since(start).as_secs());
+    format!("[+{}]", humantime::format_duration(d))
+}
+
+/// What a scripted event does, in words for the demo's output.
+fn describe_event(action: &Action, sim: &Simulation) -> String {
+    let instance = |i: usize| match sim.instance_addresses().get(i) {
+        Some(addr) => format!("apiserver instance {i} (https://{addr})"),
+        None => format!("apiserver instance {i}"),
+    };
+    match action {
+        Action::Restart { instance: i } => format!(
+            "{} restarts: new process start time, its counters start again from 0",
+            instance(*i)
+        ),
+        Action::DeleteMetrics { instance: i } => {
+            format!(
+                "DELETE /metrics on {}: its counters reset to 0",
+                instance(*i)
+            )
+        }
+        Action::AddInstance { version } => {
+            format!("a new apiserver instance joins (v{version})")
+        }
+        Action::RemoveInstance { instance: i } => format!("{} leaves", instance(*i)),
+        Action::Outage { mode, duration, .. } => format!(
+            "outage ({mode:?}) for {}",
+            humantime::format_duration(*duration)
+        ),
+        Action::RotateToken => {
+            "the scraper token is rotated (the old one stays valid for the grace period)".to_owned()
+        }
+    }
+}
+
+async fn demo_in(
+    scenario: Scenario,
+    listen: String,
+    stop_after: Option<Duration>,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
     let start = Clock::real().now();
     let clock = Clock::accelerated(start, scenario.speed);
-    let sim = Simulation::start(&scenario, clock.clone(), SimOptions::in_dir(&dir))
+    let sim = Simulation::start(&scenario, clock.clone(), SimOptions::in_dir(dir))
         .await
+        .map_err(|err| sim_listen_hint(err, "another process holds it"))
         .context("starting the simulated apiservers")?;
+    let result = demo_with(&scenario, &sim, listen, stop_after, &clock, start, dir).await;
+    sim.shutdown().await;
+    result
+}
+
+async fn demo_with(
+    scenario: &Scenario,
+    sim: &Simulation,
+    listen: String,
+    stop_after: Option<Duration>,
+    clock: &Clock,
+    start: Timestamp,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
     // The demo's windows are short so that verdicts change within minutes.
     let config_text = format!(
         r#"
@@ -381,24 +586,56 @@ level = "warn"
         "cutover-auditor demo: {} simulated apiservers, clock at {}x (one real second is {} simulated)",
         sim.instance_addresses().len(),
         scenario.speed,
-        humantime::format_duration(std::time::Duration::from_secs_f64(scenario.speed.round()))
+        humantime::format_duration(Duration::from_secs_f64(scenario.speed.round()))
     );
     println!("windows (shortened for the demo): {}", windows.join(", "));
+    match stop_after {
+        Some(d) => println!(
+            "runs for {} of simulated time (--for; {} real), or until Ctrl-C",
+            humantime::format_duration(d),
+            humantime::format_duration(Duration::from_secs(clock.to_real(d).as_secs().max(1)))
+        ),
+        None => println!("runs until Ctrl-C (pass --for DURATION to stop by itself)"),
+    }
+    // The scripted events (restart, token rotation), printed as they happen.
+    let mut events: Vec<_> = scenario.events.clone();
+    events.sort_by_key(|e| e.at);
+    let script = async {
+        for event in &events {
+            let at = start + event.at;
+            clock.sleep(at.since(clock.now())).await;
+            println!(
+                "{} {}",
+                elapsed(at, start),
+                describe_event(&event.action, sim)
+            );
+        }
+        std::future::pending::<()>().await;
+    };
     let stop = async {
         match stop_after {
             Some(d) => {
                 tokio::select! {
-                    _ = clock.sleep(d) => {}
-                    _ = shutdown_signal() => {}
+                    _ = clock.sleep(d) => println!(
+                        "{} --for {} reached: stopping",
+                        elapsed(start + d, start),
+                        humantime::format_duration(d)
+                    ),
+                    _ = shutdown_signal() => println!("{} signal: stopping", elapsed(clock.now(), start)),
                 }
             }
-            None => shutdown_signal().await,
+            None => {
+                shutdown_signal().await;
+                println!("{} signal: stopping", elapsed(clock.now(), start));
+            }
         }
     };
     tokio::pin!(stop);
+    tokio::pin!(script);
     loop {
         tokio::select! {
             _ = &mut stop => break,
+            _ = &mut script => {}
             event = rx.recv() => match event {
                 Some(Event::Listening(addr)) => {
                     println!("status page: http://{addr}/");
@@ -406,15 +643,14 @@ level = "warn"
                     println!("JSON status: http://{addr}/api/v1/status");
                 }
                 Some(Event::Transition { at, transition, assessment }) => {
-                    let elapsed = humantime::format_duration(std::time::Duration::from_secs(at.since(start).as_secs()));
                     let from = transition.from.map_or("(start)", |s| s.label());
-                    let mut line = format!("[+{elapsed}] {}: {from} -> {} ({}", transition.cutover, transition.to, transition.reason);
+                    let mut line = format!("{} {}: {from} -> {} ({}", elapsed(at, start), transition.cutover, transition.to, transition.reason);
                     if assessment.increase > 0 {
                         let plural = if assessment.increase == 1 { "" } else { "s" };
                         line.push_str(&format!(", {} use{plural} in the window", assessment.increase));
                     }
                     if let Some(d) = assessment.ready_in.filter(|d| !d.is_zero()) {
-                        line.push_str(&format!(", ready in {} if quiet", humantime::format_duration(std::time::Duration::from_secs(d.as_secs()))));
+                        line.push_str(&format!(", ready in {} if quiet", humantime::format_duration(Duration::from_secs(d.as_secs()))));
                     }
                     if transition.regression {
                         line.push_str(", REGRESSION");
@@ -423,13 +659,17 @@ level = "warn"
                     println!("{line}");
                 }
                 Some(Event::Resumed(_)) => {}
+                // The daemon ended by itself: its error is reported below.
                 None => break,
             }
         }
     }
     let _ = stop_tx.send(());
-    daemon.await.context("the daemon task")??;
-    sim.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    daemon.await.context("the daemon task")?.map_err(|err| {
+        listen_hint(
+            err,
+            "pass --listen ADDR (e.g. --listen 127.0.0.1:0 for any free port)",
+        )
+    })?;
     Ok(())
 }

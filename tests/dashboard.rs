@@ -2,7 +2,7 @@
 //! schema, `datasource` and `cluster` variables, no hard-coded datasource,
 //! title/description/unit on every panel, a grid without overlaps, and
 //! queries that are valid PromQL (checked by promtool) using only the
-//! metrics and labels of the contract (PRODUCT.md Appendix A).
+//! metrics and labels of the contract (`docs/metrics.md`).
 //!
 //! That every query returns data is proven against a live Prometheus
 //! elsewhere, with the queries of `support/dashboard_queries.rs`.
@@ -19,7 +19,7 @@ use dashboard_queries::{
 };
 use serde_json::{Value, json};
 
-/// The auditor's own metrics: PRODUCT.md Appendix A plus the lead's additions.
+/// The auditor's own metrics: the contract of `docs/metrics.md`.
 const CONTRACT_METRICS: &[&str] = &[
     "cutover_ready",
     "cutover_state",

@@ -439,7 +439,7 @@ fn gzip_errors_and_limits() {
     assert_eq!(page.lines, 1);
 }
 
-/// The six real pages and their values from `shared/fixtures/real/SOURCES.md`.
+/// The six real pages and their values from `tests/fixtures/real/SOURCES.md`.
 struct Real {
     file: &'static str,
     version: &'static str,
@@ -503,7 +503,7 @@ const REAL: [Real; 6] = [
 
 fn real_path(file: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/real")
+        .join("tests/fixtures/real")
         .join(file)
 }
 

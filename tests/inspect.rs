@@ -18,7 +18,7 @@ const OLD: [&str; 3] = [
 ];
 
 /// One real page and the JSON report `inspect` must print for it (values
-/// from `shared/fixtures/real/SOURCES.md`).
+/// from `tests/fixtures/real/SOURCES.md`).
 fn real_pages() -> Vec<(&'static str, Value)> {
     let three = |legacy: u64, stale: u64, valid: u64| {
         json!({
@@ -75,7 +75,7 @@ fn real_pages() -> Vec<(&'static str, Value)> {
 
 fn real_path(file: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/real")
+        .join("tests/fixtures/real")
         .join(file)
 }
 
@@ -255,4 +255,58 @@ fn exit_codes() {
         version.trim(),
         format!("cutover-auditor {}", env!("CARGO_PKG_VERSION"))
     );
+}
+
+#[test]
+fn input_without_any_exposition_line_exits_65() {
+    let msg = "no Prometheus text exposition found";
+    // Empty, blank, HTML, JSON, prose and a gzip of nothing: not a page, so
+    // not "six absent families".
+    let html = b"<!DOCTYPE html>\n<html><body>Bad Gateway</body></html>\n";
+    for (what, input) in [
+        ("empty", &b""[..]),
+        ("blank lines", b"\n  \n\t\n"),
+        ("html", html),
+        ("json", b"{\"kind\":\"Status\",\"code\":403}\n"),
+        ("prose", b"hello world\nForbidden\n# just a comment\n"),
+    ] {
+        let stderr = String::from_utf8_lossy(&run(&["inspect"], input).stderr).into_owned();
+        check(&["inspect"], input, 65, msg);
+        assert!(
+            stderr.contains("stdin"),
+            "{what}: names the input: {stderr}"
+        );
+        check(&["inspect", "--format", "json"], &gzip(input), 65, msg);
+    }
+    // A file is named.
+    let dir = std::env::temp_dir().join(format!("cutover-inspect-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let empty = dir.join("empty.txt");
+    std::fs::write(&empty, b"").expect("write");
+    let path = empty.to_str().expect("UTF-8 path");
+    check(
+        &["inspect", path],
+        b"",
+        65,
+        &format!("reading {path}: {msg}"),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // A page with exposition lines but none of the watched families is a
+    // page: exit 0 with the six families absent (an older or filtered apiserver).
+    for page in [
+        &b"other 1\n"[..],
+        b"# HELP go_goroutines Number of goroutines.\n",
+        b"# TYPE x counter\n",
+        b"{\"quoted.name\"} 1\n",
+        b"go_info{version=\"go1.22\"} 1\n",
+    ] {
+        let stdout = check(&["inspect"], page, 0, "");
+        assert!(stdout.contains("absent (unknown, not zero)"), "{stdout}");
+    }
+    // A long unwatched line, split across read chunks, still counts.
+    let mut long = b"apiserver_request_total{".to_vec();
+    long.extend(std::iter::repeat_n(b'a', 300_000));
+    long.extend(b"=\"x\"} 5\n");
+    check(&["inspect"], &long, 0, "");
 }

@@ -1,5 +1,4 @@
-//! The exported metrics are a contract (PRODUCT.md Appendix A,
-//! `docs/metrics.md`): dashboards, alert rules and runbooks use these names.
+//! The exported metrics are a contract (`docs/metrics.md`): dashboards, alert rules and runbooks use these names.
 //!
 //! A `Metrics` registry is fed a synthetic week and a day of two apiserver
 //! instances (a restart, legacy uses, each scrape error kind), through the real

@@ -269,25 +269,88 @@ impl Simulation {
     }
 }
 
-/// Runs the scenario in `path` on an accelerated clock (its own speed)
-/// until `shutdown` completes or the scenario's `duration` has passed,
-/// printing where the apiservers listen and where the CA and token files are.
-/// Files go to `dir`, or to a fresh directory under the system temp dir.
+/// What `cutover-auditor simulate` was asked for, besides the scenario file.
+#[derive(Clone, Debug, Default)]
+pub struct SimulateOptions {
+    /// Where the CA, token, state and `cutover-auditor.toml` go; `None`: a
+    /// fresh directory under the system temp dir, removed on exit.
+    pub dir: Option<PathBuf>,
+    /// Overrides the scenario's `speed` (1: real time).
+    pub speed: Option<f64>,
+}
+
+/// The name of the daemon configuration `simulate` writes into its directory.
+pub const SERVE_CONFIG: &str = "cutover-auditor.toml";
+
+/// Runs the scenario in `path` on an accelerated clock (its own speed, or
+/// `options.speed`) until `shutdown` completes or the scenario's `duration`
+/// has passed, printing where the apiservers listen, where the CA and token
+/// files are, and the `serve` command that audits them with the
+/// configuration written to `DIR/cutover-auditor.toml`. A temp directory
+/// (no `options.dir`) is removed when the run ends, also on a signal.
 /// This is `cutover-auditor simulate --scenario FILE`.
 pub async fn simulate_from_file(
     path: &Path,
     dir: Option<PathBuf>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), SimError> {
-    let scenario = Scenario::load(path)?;
-    let real_now = Clock::real().now();
-    let origin = scenario.start.unwrap_or(real_now);
+    let options = SimulateOptions { dir, speed: None };
+    simulate_with(path, options, shutdown).await
+}
+
+/// [`simulate_from_file`] with every option of `simulate`.
+pub async fn simulate_with(
+    path: &Path,
+    options: SimulateOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), SimError> {
+    let mut scenario = Scenario::load(path)?;
+    if let Some(speed) = options.speed {
+        scenario.speed = speed;
+    }
+    let (dir, temporary) = match options.dir {
+        Some(dir) => (dir, false),
+        None => (
+            std::env::temp_dir().join(format!("cutover-auditor-simulate-{}", std::process::id())),
+            true,
+        ),
+    };
+    let result = simulate(&scenario, &dir, shutdown).await;
+    if temporary {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+async fn simulate(
+    scenario: &Scenario,
+    dir: &Path,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), SimError> {
+    // The real time at which the clock starts: `serve --clock-start` needs it
+    // to run on the same simulated time.
+    let real_start = Clock::real().now();
+    let origin = scenario.start.unwrap_or(real_start);
     let clock = Clock::accelerated(origin, scenario.speed);
-    let dir = dir.unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("cutover-auditor-simulate-{}", std::process::id()))
-    });
-    let sim = Simulation::start(&scenario, clock.clone(), Options::in_dir(&dir)).await?;
-    println!("{}", describe(&scenario, &sim));
+    let sim = Simulation::start(scenario, clock.clone(), Options::in_dir(dir)).await?;
+    let config_path = dir.join(SERVE_CONFIG);
+    let run = ServeClock {
+        speed: clock.speed(),
+        origin,
+        real_start,
+    };
+    let written = std::fs::write(&config_path, serve_config(scenario, &sim, dir, &run))
+        .map_err(|source| file_error(&config_path, source));
+    if let Err(err) = written {
+        sim.shutdown().await;
+        return Err(err);
+    }
+    println!("{}", describe(scenario, &sim));
+    println!(
+        "  daemon configuration: {}\n\naudit them with:\n  {}",
+        config_path.display(),
+        run.serve_command(&config_path)
+    );
     match scenario.duration {
         Some(d) => {
             tokio::select! {
@@ -299,6 +362,123 @@ pub async fn simulate_from_file(
     }
     sim.shutdown().await;
     Ok(())
+}
+
+/// The clock of a running simulation, as `serve` must follow it.
+#[derive(Clone, Copy, Debug)]
+pub struct ServeClock {
+    /// Simulated seconds per real second.
+    pub speed: f64,
+    /// The simulated time at `real_start`.
+    pub origin: Timestamp,
+    /// The real time at which the simulation's clock started.
+    pub real_start: Timestamp,
+}
+
+impl ServeClock {
+    /// The `serve` command line for `config`: plain when the simulation runs
+    /// on real time, else with `--speed` and `--clock-start SIM@REAL` (just
+    /// `REAL` when the simulation starts at real time).
+    pub fn serve_command(&self, config: &Path) -> String {
+        let mut command = format!("cutover-auditor serve --config {}", config.display());
+        if self.speed != 1.0 {
+            command.push_str(&format!(" --speed {}", self.speed));
+        }
+        if self.origin != self.real_start {
+            command.push_str(&format!(
+                " --clock-start {}@{}",
+                self.origin, self.real_start
+            ));
+        } else if self.speed != 1.0 {
+            command.push_str(&format!(" --clock-start {}", self.real_start));
+        }
+        command
+    }
+}
+
+/// The scrape interval (simulated) for a simulation at `speed`: half a real
+/// second of simulated time, between 1 s and 30 s (the production default).
+pub fn serve_interval(speed: f64) -> Duration {
+    Duration::from_secs_f64((speed * 0.5).clamp(1.0, 30.0))
+}
+
+/// A daemon configuration for `sim`: every instance as a static target
+/// (with the CA and token files), the state in `dir`, and durations in
+/// simulated time that suit the scenario's speed: scrape every
+/// [`serve_interval`], timeout half of it, coverage tolerance 10
+/// intervals (above interval + timeout) and windows of 60 intervals (30 min
+/// at 60x, as in `demo`).
+pub fn serve_config(scenario: &Scenario, sim: &Simulation, dir: &Path, run: &ServeClock) -> String {
+    let interval = serve_interval(scenario.speed);
+    let timeout = interval / 2;
+    let tolerance = interval * 10;
+    let window = interval * 60;
+    let show = |d: Duration| humantime::format_duration(d).to_string();
+    let quote = |p: &Path| toml_string(&p.display().to_string());
+    let mut out = format!(
+        "# Written by `cutover-auditor simulate` for scenario {name} at {speed}x:\n\
+         # the simulated apiservers, their CA and token. simulate makes a new CA,\n\
+         # token and port on every run and rewrites this file. Run the daemon on\n\
+         # the simulation's clock (durations below are simulated time) with\n\
+         #   {command}\n\
+         listen = \"127.0.0.1:9877\"\n\n\
+         [scrape]\ninterval = \"{interval}\"\ntimeout = \"{timeout}\"\n",
+        name = toml_string(&scenario.name),
+        speed = scenario.speed,
+        command = run.serve_command(&dir.join(SERVE_CONFIG)),
+        interval = show(interval),
+        timeout = show(timeout),
+    );
+    out.push_str(
+        "\n# Every instance of the scenario, also those that join later (refused\n\
+         # until then) or leave (down from then on): a listed instance that cannot\n\
+         # be scraped keeps the verdicts blind. To follow joins and leaves instead,\n\
+         # replace these tables with discovery through the simulated Service:\n",
+    );
+    out.push_str(&format!(
+        "# [targets.kubernetes]\n# api_server = \"https://{}\"\n# token_file = {}\n# ca_file = {}\n",
+        sim.service_address(),
+        quote(sim.token_path()),
+        quote(sim.ca_path()),
+    ));
+    for addr in sim.instance_addresses() {
+        out.push_str(&format!(
+            "\n[[targets.static]]\nurl = \"https://{addr}\"\nserver_name = \"kubernetes\"\nca_file = {}\ntoken_file = {}\n",
+            quote(sim.ca_path()),
+            quote(sim.token_path()),
+        ));
+    }
+    for cutover in [
+        "legacy-tokens",
+        "legacy-auto-tokens",
+        "token-expiry-extension",
+    ] {
+        out.push_str(&format!(
+            "\n[cutovers.{cutover}]\nwindow = \"{}\"\ncoverage_tolerance = \"{}\"\n",
+            show(window),
+            show(tolerance),
+        ));
+    }
+    out.push_str(&format!(
+        "\n[state]\npath = {}\n\n[log]\nformat = \"text\"\nlevel = \"info\"\n",
+        quote(&dir.join("state.json")),
+    ));
+    out
+}
+
+/// A TOML basic string.
+fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// A human summary of a running simulation: addresses and files (never tokens).

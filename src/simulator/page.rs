@@ -1,7 +1,7 @@
 //! Renders an instance's `/metrics` page the way kube-apiserver's
 //! client_golang does: families sorted by name, HELP with the stability
 //! prefix, floats in Go `g` format, and a bulk of histogram-heavy families
-//! shaped like a real page (after `shared/tools/gen-apiserver-metrics.py`).
+//! shaped like a real page (after `benches/gen-apiserver-metrics.py`).
 
 use std::fmt::Write as _;
 
