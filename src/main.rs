@@ -492,7 +492,7 @@ fn describe_event(action: &Action, sim: &Simulation) -> String {
                 instance(*i)
             )
         }
-        Action::AddInstance { version } => {
+        Action::AddInstance { version, .. } => {
             format!("a new apiserver instance joins (v{version})")
         }
         Action::RemoveInstance { instance: i } => format!("{} leaves", instance(*i)),
