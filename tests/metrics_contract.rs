@@ -367,7 +367,7 @@ fn label_values_are_bounded() {
     assert_eq!(count("cutover_token_uses_total"), 6);
     assert_eq!(count("cutover_token_uses_increase"), 6 * 4);
     assert_eq!(count("cutover_apiserver_token_uses_total"), 2 * 6);
-    assert_eq!(count("cutover_scrape_errors_total"), 9);
+    assert_eq!(count("cutover_scrape_errors_total"), 10);
 }
 
 #[test]
