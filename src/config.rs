@@ -2,7 +2,9 @@
 //!
 //! A raw serde shape with `deny_unknown_fields` mirrors the TOML file; it is
 //! turned into a validated [`Config`] whose fields can be trusted everywhere
-//! else. Reading the environment is injected (`env`), so validation is pure.
+//! else. Reading the environment is injected (`env`), so validation is pure;
+//! the files a config names (token, CA) are checked apart, by
+//! [`Config::check_files`].
 
 use std::collections::BTreeMap;
 use std::fmt;
