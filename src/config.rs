@@ -2,7 +2,9 @@
 //!
 //! A raw serde shape with `deny_unknown_fields` mirrors the TOML file; it is
 //! turned into a validated [`Config`] whose fields can be trusted everywhere
-//! else. Reading the environment is injected (`env`), so validation is pure.
+//! else. Reading the environment is injected (`env`), so validation is pure;
+//! the files a config names (token, CA) are checked apart, by
+//! [`Config::check_files`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -12,6 +14,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::credentials::{TokenFile, read_ca_bundle};
 use crate::verdict::{CutoverSpec, DEFAULT_TOLERANCE};
 
 /// The validated configuration.
@@ -193,6 +196,37 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Checks the files the configuration names, as `--check-config` and
+    /// `serve` both do before anything runs: every `token_file` must hold a
+    /// token and every `ca_file` a PEM bundle whose certificates parse.
+    /// Each problem names its key and the file, never a token.
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        let mut p = Problems::default();
+        let mut check = |prefix: &str, token_file: &std::path::Path, ca_file: &std::path::Path| {
+            if let Err(e) = TokenFile::new(token_file.to_owned()).token() {
+                p.add(&format!("{prefix}.token_file"), e.to_string());
+            }
+            if let Err(e) = read_ca_bundle(ca_file) {
+                p.add(&format!("{prefix}.ca_file"), e.to_string());
+            }
+        };
+        match &self.targets {
+            Targets::Kubernetes(k) => check("targets.kubernetes", &k.token_file, &k.ca_file),
+            Targets::Static(list) => {
+                for (i, t) in list.iter().enumerate() {
+                    check(&format!("targets.static[{i}]"), &t.token_file, &t.ca_file);
+                }
+            }
+        }
+        if p.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(p.0))
+        }
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -244,6 +278,7 @@ struct RawStatic {
     server_name: Option<String>,
     ca_file: Option<PathBuf>,
     token_file: Option<PathBuf>,
+    allow_service_address: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -406,10 +441,27 @@ impl RawConfig {
                 raw.and_then(|r| r.window.as_deref()),
                 Duration::from_secs(default_window),
             );
+            // One scrape round: the time since the last scrape (up to an
+            // interval, plus a scrape in flight) is always unobserved, so a
+            // smaller tolerance could never allow `ready`.
+            let round = interval + timeout;
             let tolerance = match raw.and_then(|r| r.coverage_tolerance.as_deref()) {
+                None => DEFAULT_TOLERANCE.max(round),
                 Some("0") | Some("0s") => Duration::ZERO,
                 other => p.duration(&key("coverage_tolerance"), other, DEFAULT_TOLERANCE),
             };
+            if tolerance < round {
+                p.add(
+                    &key("coverage_tolerance"),
+                    format!(
+                        "{} is shorter than one scrape round (scrape.interval {} + scrape.timeout {}); the time since the last scrape is always unobserved, so the verdict could never be ready: set at least {}",
+                        humantime::format_duration(tolerance),
+                        humantime::format_duration(interval),
+                        humantime::format_duration(timeout),
+                        humantime::format_duration(round),
+                    ),
+                );
+            }
             if tolerance >= window {
                 p.add(
                     &key("coverage_tolerance"),
@@ -573,6 +625,17 @@ impl RawTargets {
                     .map(|(i, raw)| {
                         let key = format!("targets.static[{i}].url");
                         p.url(&key, &raw.url, &["https"]);
+                        if !raw.allow_service_address.unwrap_or(false)
+                            && let Some(why) = service_address(&raw.url, env)
+                        {
+                            p.add(
+                                &key,
+                                format!(
+                                    "{:?} is the `kubernetes` Service ({why}), which spreads connections over every apiserver: a kept-alive connection sees one instance and the others are never read; use [targets.kubernetes] discovery or list each apiserver's own address (set allow_service_address = true on this target to scrape the Service anyway)",
+                                    raw.url
+                                ),
+                            );
+                        }
                         let url = with_metrics_path(&raw.url);
                         if !seen.insert(url.clone()) {
                             p.add(&key, format!("{url:?} is listed twice"));
@@ -596,6 +659,44 @@ impl RawTargets {
             }
         }
     }
+}
+
+/// The host of a URL (`https://[::1]:6443/x` gives `::1`), lowercased,
+/// without a trailing dot.
+fn url_host(url: &str) -> Option<String> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit('@').next()?;
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => authority.split(':').next()?,
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    (!host.is_empty()).then_some(host)
+}
+
+/// Why `url` names the `kubernetes` Service rather than one apiserver: its
+/// DNS names, or the ClusterIP the kubelet injects as
+/// `KUBERNETES_SERVICE_HOST`. `None` for anything else.
+fn service_address(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    let host = url_host(url)?;
+    if host == "kubernetes"
+        || host == "kubernetes.default"
+        || host == "kubernetes.default.svc"
+        || host.starts_with("kubernetes.default.svc.")
+    {
+        return Some(format!("host name {host:?}"));
+    }
+    let service = env("KUBERNETES_SERVICE_HOST")?;
+    let service = service.trim().trim_start_matches('[').trim_end_matches(']');
+    let same = match (
+        host.parse::<std::net::IpAddr>(),
+        service.parse::<std::net::IpAddr>(),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => host.eq_ignore_ascii_case(service.trim_end_matches('.')),
+    };
+    same.then(|| format!("KUBERNETES_SERVICE_HOST is {service}"))
 }
 
 /// `https://host:port` becomes `https://host:port/metrics`; a URL with a path keeps it.

@@ -7,13 +7,16 @@
 //! very counter it audits. [`TokenFile`] re-reads the file when its identity
 //! (size, modification time, inode) changes and at least every
 //! [`REREAD_PERIOD`], and keeps the token out of every `Debug`, `Display` and
-//! error text.
+//! error text. [`read_ca_bundle`] reads the CA bundle that alone is trusted.
 
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
+
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 /// The longest a token is used without reading the file again (client-go's
 /// `NewCachedFileTokenSource` period).
@@ -72,6 +75,73 @@ pub enum CredentialError {
         /// The token file.
         path: String,
     },
+}
+
+/// Why a CA bundle cannot be used. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    /// The file could not be read (missing, unreadable).
+    #[error("cannot read CA file {path}: {source}")]
+    Read {
+        /// The CA file.
+        path: String,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The PEM framing is broken (a section without its end, bad base64).
+    #[error("CA file {path} is not a PEM bundle: {detail}")]
+    Pem {
+        /// The CA file.
+        path: String,
+        /// What the PEM parser said.
+        detail: String,
+    },
+    /// No `CERTIFICATE` section at all.
+    #[error("CA file {path} holds no PEM certificate")]
+    Empty {
+        /// The CA file.
+        path: String,
+    },
+    /// A `CERTIFICATE` section whose content is not an X.509 certificate
+    /// usable as a trust anchor.
+    #[error("CA file {path}: certificate {index} does not parse: {detail}")]
+    Certificate {
+        /// The CA file.
+        path: String,
+        /// Its position in the file, from 1.
+        index: usize,
+        /// What the parser said.
+        detail: String,
+    },
+}
+
+/// Reads a PEM CA bundle and checks that every certificate in it parses as
+/// a trust anchor: what the scraper, discovery and `--check-config` all
+/// trust, read the same way.
+pub fn read_ca_bundle(path: &Path) -> Result<Vec<CertificateDer<'static>>, CaError> {
+    let name = || path.display().to_string();
+    let pem = std::fs::read(path).map_err(|source| CaError::Read {
+        path: name(),
+        source,
+    })?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CaError::Pem {
+            path: name(),
+            detail: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(CaError::Empty { path: name() });
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for (i, cert) in certs.iter().enumerate() {
+        roots.add(cert.clone()).map_err(|e| CaError::Certificate {
+            path: name(),
+            index: i + 1,
+            detail: e.to_string(),
+        })?;
+    }
+    Ok(certs)
 }
 
 /// A token file, shared by every scraper and discovery (`Arc<TokenFile>`).

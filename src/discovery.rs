@@ -30,6 +30,8 @@ pub const MAX_RESPONSE_BYTES: usize = 4 << 20;
 pub struct Discovery {
     client: reqwest::Client,
     url: String,
+    /// What a TLS failure should tell to check: the name verified, the CA.
+    tls_hint: String,
     token: Arc<TokenFile>,
     timeout: Duration,
 }
@@ -40,8 +42,8 @@ pub enum DiscoveryError {
     /// The API server URL, server name or CA file is unusable.
     #[error("discovery configuration: {0}")]
     Config(String),
-    /// No token could be read.
-    #[error("discovery: no bearer token: {0}")]
+    /// No token could be read: no request was sent.
+    #[error("discovery: no bearer token (check targets.kubernetes.token_file): {0}")]
     Credentials(#[source] CredentialError),
     /// No response: connection or TLS failure.
     #[error("discovery request to {url} failed ({kind}): {detail}")]
@@ -82,12 +84,12 @@ pub enum DiscoveryError {
 }
 
 impl DiscoveryError {
-    /// A bounded label: `config`, `credentials`, `connect`, `tls`,
+    /// A bounded label: `config`, `token_unreadable`, `connect`, `tls`,
     /// `timeout`, `http_401`, `http_403`, `http_other` or `decode`.
     pub fn metric_label(&self) -> &'static str {
         match self {
             DiscoveryError::Config(_) => "config",
-            DiscoveryError::Credentials(_) => "credentials",
+            DiscoveryError::Credentials(_) => ScrapeErrorKind::TokenUnreadable.label(),
             DiscoveryError::Transport { kind, .. } => kind.label(),
             DiscoveryError::Timeout { .. } => "timeout",
             DiscoveryError::Status { code: 401, .. } => "http_401",
@@ -113,8 +115,21 @@ impl Discovery {
     ) -> Result<Discovery, DiscoveryError> {
         let (host, resolve, port) = parse_api_server(api_server, server_name)?;
         let client = https_client(ca_file, resolve.as_ref()).map_err(DiscoveryError::Config)?;
+        let tls_hint = match &resolve {
+            // Connected by IP, verified as `server_name`.
+            Some((name, addr)) => format!(
+                "TLS with {addr} failed; check targets.kubernetes.ca_file ({}) and targets.kubernetes.server_name ({name:?})",
+                ca_file.display()
+            ),
+            // A host name in api_server, or an IP server_name, is verified as itself.
+            None => format!(
+                "TLS with {host}:{port} failed; check targets.kubernetes.ca_file ({}) and the name verified, {host:?} (the api_server host name, or targets.kubernetes.server_name)",
+                ca_file.display()
+            ),
+        };
         Ok(Discovery {
             client,
+            tls_hint,
             url: format!("https://{host}:{port}{KUBERNETES_SLICES_PATH}"),
             token,
             timeout,
@@ -158,10 +173,15 @@ impl Discovery {
             .await
             .map_err(|e| {
                 let err = transport_error(&e);
+                let detail = redact_text(&err.detail, token);
                 DiscoveryError::Transport {
                     kind: err.kind,
                     url: self.url.clone(),
-                    detail: redact_text(&err.detail, token),
+                    detail: if err.kind == ScrapeErrorKind::Tls {
+                        format!("{detail}; {}", self.tls_hint)
+                    } else {
+                        detail
+                    },
                 }
             })?;
         let status = response.status();

@@ -323,6 +323,7 @@ fn cmd_serve(mut parser: lexopt::Parser) -> anyhow::Result<ExitCode> {
     }
     let path = config_path.ok_or_else(|| usage("serve needs --config FILE"))?;
     let config = Config::load(&path, |name| std::env::var(name).ok())
+        .and_then(|config| config.check_files().map(|()| config))
         .with_context(|| format!("{}", path.display()))?;
     if check_only {
         println!(

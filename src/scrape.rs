@@ -18,7 +18,7 @@ use reqwest::header::{
     ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue,
 };
 
-use crate::credentials::{CredentialError, Secret, TokenFile};
+use crate::credentials::{CredentialError, Secret, TokenFile, read_ca_bundle};
 use crate::exposition::{ExpositionError, Page, PageDecoder, Watch};
 use crate::status::ScrapeErrorKind;
 use crate::time::Timestamp;
@@ -157,7 +157,11 @@ impl Scraper {
         let first = self.once(watch, &token).await;
         match first {
             Err(err) if err.kind == ScrapeErrorKind::Http401 => {
-                let fresh = self.target.token.reload().map_err(no_token)?;
+                let fresh = self.target.token.reload().map_err(|e| {
+                    let mut e = no_token(e);
+                    e.detail = format!("{}, after {}", e.detail, err.detail);
+                    e
+                })?;
                 if fresh == token {
                     return Err(err);
                 }
@@ -182,7 +186,18 @@ impl Scraper {
             .header(ACCEPT_ENCODING, "gzip")
             .send()
             .await
-            .map_err(|e| transport_error(&e))?;
+            .map_err(|e| {
+                let mut err = transport_error(&e);
+                if err.kind == ScrapeErrorKind::Tls {
+                    err.detail = tls_detail(
+                        &self.target.instance,
+                        &self.target.server_name,
+                        &self.target.ca_file,
+                        &err.detail,
+                    );
+                }
+                err
+            })?;
         let status = response.status();
         if !status.is_success() {
             return Err(status_error(status, response).await);
@@ -337,21 +352,7 @@ pub(crate) fn https_client(
     ca_file: &Path,
     resolve: Option<&(String, SocketAddr)>,
 ) -> Result<reqwest::Client, String> {
-    let pem = std::fs::read(ca_file)
-        .map_err(|e| format!("cannot read CA file {}: {e}", ca_file.display()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-        format!(
-            "CA file {} is not a PEM bundle: {}",
-            ca_file.display(),
-            error_chain(&e)
-        )
-    })?;
-    if certs.is_empty() {
-        return Err(format!(
-            "CA file {} holds no certificate",
-            ca_file.display()
-        ));
-    }
+    let certs = read_ca_bundle(ca_file).map_err(|e| e.to_string())?;
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
         .tls_built_in_root_certs(false)
@@ -360,6 +361,13 @@ pub(crate) fn https_client(
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("cutover-auditor/", env!("CARGO_PKG_VERSION")));
     for cert in certs {
+        let cert = reqwest::Certificate::from_der(&cert).map_err(|e| {
+            format!(
+                "CA file {}: certificate not accepted: {}",
+                ca_file.display(),
+                error_chain(&e)
+            )
+        })?;
         builder = builder.add_root_certificate(cert);
     }
     if let Some((name, addr)) = resolve {
@@ -374,7 +382,7 @@ pub(crate) fn https_client(
 pub(crate) fn bearer(token: &Secret) -> Result<HeaderValue, ScrapeError> {
     let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
         ScrapeError::new(
-            ScrapeErrorKind::Http401,
+            ScrapeErrorKind::TokenUnreadable,
             "the token cannot be sent as an HTTP header",
         )
     })?;
@@ -390,6 +398,16 @@ pub(crate) fn transport_error(err: &reqwest::Error) -> ScrapeError {
         transport_error_kind(err)
     };
     ScrapeError::new(kind, error_chain(err))
+}
+
+/// A TLS failure's detail that says where and what to check: the
+/// instance address, the server name verified and the CA file trusted,
+/// with the config keys (`ca_file`, `server_name`) that set them.
+pub(crate) fn tls_detail(instance: &str, server_name: &str, ca_file: &Path, chain: &str) -> String {
+    format!(
+        "TLS with {instance} failed: {chain}; check ca_file ({}) and server_name ({server_name:?}) for this target",
+        ca_file.display()
+    )
 }
 
 /// The Kubernetes `Status` message of an error response (or the start of its
@@ -448,9 +466,12 @@ async fn status_error(status: StatusCode, response: reqwest::Response) -> Scrape
     ScrapeError::new(kind, detail)
 }
 
+/// No token could be had: no request was sent, so this is not a 401.
 fn no_token(err: CredentialError) -> ScrapeError {
-    // Without a token the apiserver would answer 401; say so without asking.
-    ScrapeError::new(ScrapeErrorKind::Http401, format!("no bearer token: {err}"))
+    ScrapeError::new(
+        ScrapeErrorKind::TokenUnreadable,
+        format!("no bearer token (check token_file): {err}"),
+    )
 }
 
 fn page_error(err: ExpositionError) -> ScrapeError {

@@ -11,8 +11,9 @@ use crate::time::Timestamp;
 use crate::verdict::{CutoverSpec, Reason, State, Verdict};
 
 /// Why a scrape failed: a bounded set, exported as the `reason` label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// Serialized as its [`label`](ScrapeErrorKind::label) (`http_403`), so
+/// `/api/v1/status`, the metrics and the logs spell it the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ScrapeErrorKind {
     /// TCP connection failed.
     Connect,
@@ -20,6 +21,9 @@ pub enum ScrapeErrorKind {
     Timeout,
     /// TLS handshake or certificate verification failed.
     Tls,
+    /// The token file is missing, unreadable, empty or not a token: no
+    /// request was sent.
+    TokenUnreadable,
     /// 401: the token was rejected.
     Http401,
     /// 403: the token lacks `get` on `/metrics`.
@@ -41,10 +45,11 @@ pub enum ScrapeErrorKind {
 
 impl ScrapeErrorKind {
     /// Every reason, in label order.
-    pub const ALL: [ScrapeErrorKind; 11] = [
+    pub const ALL: [ScrapeErrorKind; 12] = [
         ScrapeErrorKind::Connect,
         ScrapeErrorKind::Timeout,
         ScrapeErrorKind::Tls,
+        ScrapeErrorKind::TokenUnreadable,
         ScrapeErrorKind::Http401,
         ScrapeErrorKind::Http403,
         ScrapeErrorKind::HttpOther,
@@ -61,6 +66,7 @@ impl ScrapeErrorKind {
             ScrapeErrorKind::Connect => "connect",
             ScrapeErrorKind::Timeout => "timeout",
             ScrapeErrorKind::Tls => "tls",
+            ScrapeErrorKind::TokenUnreadable => "token_unreadable",
             ScrapeErrorKind::Http401 => "http_401",
             ScrapeErrorKind::Http403 => "http_403",
             ScrapeErrorKind::HttpOther => "http_other",
@@ -70,6 +76,37 @@ impl ScrapeErrorKind {
             ScrapeErrorKind::IncompletePage => "incomplete_page",
             ScrapeErrorKind::Dns => "dns",
         }
+    }
+}
+
+impl std::str::FromStr for ScrapeErrorKind {
+    type Err = String;
+
+    /// The kind whose [`label`](ScrapeErrorKind::label) is `s`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ScrapeErrorKind::ALL
+            .into_iter()
+            .find(|k| k.label() == s)
+            .ok_or_else(|| {
+                let known: Vec<_> = ScrapeErrorKind::ALL.iter().map(|k| k.label()).collect();
+                format!(
+                    "unknown scrape error kind {s:?}; known ones are {}",
+                    known.join(", ")
+                )
+            })
+    }
+}
+
+impl Serialize for ScrapeErrorKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.label())
+    }
+}
+
+impl<'de> Deserialize<'de> for ScrapeErrorKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 

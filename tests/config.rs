@@ -228,3 +228,313 @@ fn unreadable_file_names_the_path() {
         "{err}"
     );
 }
+
+/// The example with the TOML lines of the block that starts at `header`
+/// (a commented table header) uncommented, up to the next blank line.
+fn uncomment(text: &str, header: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    let mut found = false;
+    for line in text.lines() {
+        if line == header {
+            inside = true;
+            found = true;
+        } else if line.trim().is_empty() {
+            inside = false;
+        }
+        // Only TOML lines (a table header or `key = value`), not the prose.
+        let is_toml = |rest: &str| {
+            rest.starts_with('[')
+                || rest.split_once(" = ").is_some_and(|(key, _)| {
+                    key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                })
+        };
+        let line = match line.strip_prefix("# ") {
+            Some(rest) if inside && is_toml(rest) => rest,
+            _ => line,
+        };
+        out.push_str(line);
+        out.push('\n');
+    }
+    assert!(found, "{header:?} is in config.example.toml");
+    out
+}
+
+#[test]
+fn uncommenting_the_example_static_block_gives_a_valid_config() {
+    let text = uncomment(&example(), "# [[targets.static]]");
+    assert!(text.contains("\n[[targets.static]]\nurl = \"https://10.0.0.1:6443\""));
+    for env in [in_cluster as fn(&str) -> Option<String>, nowhere] {
+        let c = Config::parse(&text, env).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let Targets::Static(targets) = &c.targets else {
+            panic!("static expected, got {:?}", c.targets)
+        };
+        assert_eq!(targets.len(), 1);
+        assert_eq!(targets[0].url, "https://10.0.0.1:6443/metrics");
+        assert_eq!(targets[0].server_name, "kubernetes");
+        assert_eq!(
+            targets[0].ca_file,
+            Path::new("/etc/kubernetes/pki/ca.crt"),
+            "the block's keys are used"
+        );
+    }
+}
+
+#[test]
+fn uncommenting_the_example_kubernetes_block_gives_the_defaults() {
+    let text = uncomment(&example(), "# [targets.kubernetes]");
+    assert!(text.contains("\n[targets.kubernetes]\n"));
+    assert!(text.contains("\ntoken_file = \"/var/run/secrets/"));
+    let c = Config::parse(&text, in_cluster).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(c, Config::parse("", in_cluster).expect("defaults"));
+}
+
+#[test]
+fn the_kubernetes_service_is_refused_as_a_static_target_unless_allowed() {
+    let service_env = |host: &'static str| {
+        move |name: &str| match name {
+            "KUBERNETES_SERVICE_HOST" => Some(host.to_owned()),
+            "KUBERNETES_SERVICE_PORT" => Some("443".to_owned()),
+            _ => None,
+        }
+    };
+    let refused: &[(&str, &str, &str)] = &[
+        (
+            "https://kubernetes",
+            "10.96.0.1",
+            "host name \"kubernetes\"",
+        ),
+        (
+            "https://kubernetes.default:443",
+            "10.96.0.1",
+            "kubernetes.default",
+        ),
+        (
+            "https://kubernetes.default.svc/metrics",
+            "10.96.0.1",
+            "kubernetes.default.svc",
+        ),
+        (
+            "https://Kubernetes.Default.svc.cluster.local.:443",
+            "10.96.0.1",
+            "kubernetes.default.svc.cluster.local",
+        ),
+        (
+            "https://10.96.0.1:443",
+            "10.96.0.1",
+            "KUBERNETES_SERVICE_HOST is 10.96.0.1",
+        ),
+        (
+            "https://[fd00:0::1]:443",
+            "fd00::1",
+            "KUBERNETES_SERVICE_HOST is fd00::1",
+        ),
+    ];
+    for (url, host, why) in refused {
+        let text = format!("[[targets.static]]\nurl = \"{url}\"\n");
+        let message = Config::parse(&text, service_env(host))
+            .expect_err(url)
+            .to_string();
+        for part in [
+            &format!("targets.static[0].url: \"{url}\" is the `kubernetes` Service"),
+            *why,
+            "use [targets.kubernetes] discovery or list each apiserver's own address",
+            "allow_service_address = true",
+        ] {
+            assert!(
+                message.contains(part),
+                "{url}: {message}\n  missing: {part}"
+            );
+        }
+        let allowed = format!("{text}allow_service_address = true\n");
+        Config::parse(&allowed, service_env(host))
+            .unwrap_or_else(|e| panic!("{url} allowed explicitly: {e}"));
+    }
+    // Instance addresses and names that merely look alike are targets.
+    for url in [
+        "https://10.96.0.10:6443",
+        "https://kubernetes-api.example:6443",
+        "https://kubernetes.example.com",
+        "https://kubernetes.default.svc-proxy",
+    ] {
+        let text = format!("[[targets.static]]\nurl = \"{url}\"\n");
+        Config::parse(&text, service_env("10.96.0.1")).unwrap_or_else(|e| panic!("{url}: {e}"));
+    }
+}
+
+#[test]
+fn a_coverage_tolerance_below_one_scrape_round_is_refused() {
+    check(
+        &format!(
+            "{STATIC}[cutovers.legacy-tokens]\ncoverage_tolerance = \"30s\"\n\
+             [cutovers.token-expiry-extension]\ncoverage_tolerance = \"0s\""
+        ),
+        &[
+            "cutovers.legacy-tokens.coverage_tolerance: 30s is shorter than one scrape round (scrape.interval 30s + scrape.timeout 10s)",
+            "set at least 40s",
+            "cutovers.token-expiry-extension.coverage_tolerance: 0s is shorter than one scrape round",
+        ],
+    );
+    // Exactly one round is enough.
+    let c = Config::parse(
+        &format!("{STATIC}[cutovers.legacy-tokens]\ncoverage_tolerance = \"40s\""),
+        nowhere,
+    )
+    .expect("one round is enough");
+    assert_eq!(c.cutovers[0].tolerance, Duration::from_secs(40));
+    // An unset tolerance grows to one round when the scrapes are slow.
+    let c = Config::parse(
+        &format!("{STATIC}[scrape]\ninterval = \"10m\"\ntimeout = \"1m\""),
+        nowhere,
+    )
+    .expect("default tolerance follows the interval");
+    for spec in &c.cutovers {
+        assert_eq!(spec.tolerance, Duration::from_secs(660), "{}", spec.name);
+    }
+}
+
+/// A directory with the given files, removed on drop.
+struct Files(std::path::PathBuf);
+
+impl Files {
+    fn new(name: &str, files: &[(&str, &[u8])]) -> Files {
+        let dir =
+            std::env::temp_dir().join(format!("cutover-config-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        for (file, content) in files {
+            std::fs::write(dir.join(file), content).expect("write");
+        }
+        Files(dir)
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.0.join(file).display().to_string()
+    }
+}
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn check_files_names_each_missing_or_unusable_file_and_its_key() {
+    let ca = cutover_auditor::simulator::tls::ClusterCa::generate().expect("CA");
+    let not_a_cert = "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n";
+    let cut = "-----BEGIN CERTIFICATE-----\nMIIB\n";
+    let f = Files::new(
+        "files",
+        &[
+            ("token", b"s3cr3t-token\n"),
+            ("empty-token", b"\n"),
+            ("ca.crt", ca.pem().as_bytes()),
+            ("junk.crt", b"this is not PEM at all\n"),
+            ("not-a-cert.crt", not_a_cert.as_bytes()),
+            ("cut.crt", cut.as_bytes()),
+        ],
+    );
+    let static_target = |token: &str, ca: &str| {
+        format!(
+            "[[targets.static]]\nurl = \"https://127.0.0.1:6443/{token}/{ca}\"\ntoken_file = \"{}\"\nca_file = \"{}\"\n",
+            f.path(token),
+            f.path(ca)
+        )
+    };
+    let good = Config::parse(&static_target("token", "ca.crt"), nowhere).expect("valid");
+    good.check_files().expect("the files are usable");
+
+    let cases: &[(String, &[&str])] = &[
+        (
+            static_target("missing-token", "ca.crt"),
+            &[
+                "targets.static[0].token_file: cannot read token file",
+                "missing-token",
+            ],
+        ),
+        (
+            static_target("empty-token", "ca.crt"),
+            &[
+                "targets.static[0].token_file: token file",
+                "empty-token",
+                "is empty",
+            ],
+        ),
+        (
+            static_target("token", "missing.crt"),
+            &[
+                "targets.static[0].ca_file: cannot read CA file",
+                "missing.crt",
+            ],
+        ),
+        (
+            static_target("token", "junk.crt"),
+            &[
+                "targets.static[0].ca_file: CA file",
+                "junk.crt",
+                "holds no PEM certificate",
+            ],
+        ),
+        (
+            static_target("token", "not-a-cert.crt"),
+            &[
+                "targets.static[0].ca_file: CA file",
+                "not-a-cert.crt",
+                "certificate 1 does not parse",
+            ],
+        ),
+        (
+            static_target("token", "cut.crt"),
+            &[
+                "targets.static[0].ca_file: CA file",
+                "cut.crt",
+                "is not a PEM bundle",
+            ],
+        ),
+        (
+            format!(
+                "{}{}",
+                static_target("token", "ca.crt"),
+                static_target("missing-token", "missing.crt")
+            ),
+            &[
+                "targets.static[1].token_file:",
+                "targets.static[1].ca_file:",
+            ],
+        ),
+        (
+            format!(
+                "[targets.kubernetes]\napi_server = \"https://10.96.0.1\"\ntoken_file = \"{}\"\nca_file = \"{}\"\n",
+                f.path("missing-token"),
+                f.path("junk.crt")
+            ),
+            &[
+                "targets.kubernetes.token_file:",
+                "targets.kubernetes.ca_file:",
+            ],
+        ),
+    ];
+    for (text, expected) in cases {
+        let config = Config::parse(text, nowhere).expect("parses");
+        let err = config.check_files().expect_err(text);
+        assert!(matches!(err, ConfigError::Invalid(_)), "{err:?}");
+        let message = err.to_string();
+        for part in *expected {
+            assert!(
+                message.contains(part),
+                "{text}\n  message: {message}\n  missing: {part}"
+            );
+        }
+        assert!(!message.contains("s3cr3t"), "{message}");
+    }
+}
+
+#[test]
+fn shipped_configs_validate() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for file in ["config.example.toml", "deploy/base/config.toml"] {
+        let text = std::fs::read_to_string(root.join(file)).expect("readable");
+        Config::parse(&text, in_cluster).unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+}

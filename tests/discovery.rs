@@ -114,7 +114,7 @@ fn check_error(
     label: &str,
     needle: &str,
     secrets: &[&str],
-) {
+) -> DiscoveryError {
     let err = match result {
         Ok(list) => panic!("{case}: discovery succeeded with {list:?}, want {label}"),
         Err(err) => err,
@@ -125,6 +125,7 @@ fn check_error(
     for secret in secrets {
         assert!(!text.contains(secret), "{case}: a token leaked: {text}");
     }
+    err
 }
 
 #[tokio::test]
@@ -146,8 +147,17 @@ async fn discovery_failures_name_what_failed() {
     check_error(
         "empty token",
         d.endpoints().await,
-        "credentials",
+        "token_unreadable",
         "empty",
+        &secrets,
+    );
+
+    let d = f.discovery(f.dir.0.join("no-such-token"), ca.clone());
+    check_error(
+        "missing token",
+        d.endpoints().await,
+        "token_unreadable",
+        "targets.kubernetes.token_file",
         &secrets,
     );
 
@@ -156,13 +166,25 @@ async fn discovery_failures_name_what_failed() {
         f.sim.token_path().to_path_buf(),
         f.file("other-ca.crt", other.pem()),
     );
-    check_error(
+    let err = check_error(
         "foreign CA",
         d.endpoints().await,
         "tls",
         "certificate",
         &secrets,
     );
+    let service = f.sim.service_address().to_string();
+    for needle in [
+        service.as_str(),
+        "other-ca.crt",
+        "check targets.kubernetes.ca_file",
+        "targets.kubernetes.server_name (\"kubernetes\")",
+    ] {
+        assert!(
+            err.to_string().contains(needle),
+            "missing {needle:?}: {err}"
+        );
+    }
 
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -80,6 +80,7 @@ fn allowed(metric: &str, label: &str, value: &str) -> bool {
             "connect",
             "timeout",
             "tls",
+            "token_unreadable",
             "http_401",
             "http_403",
             "http_other",

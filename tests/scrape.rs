@@ -195,6 +195,20 @@ fn check_error(
     err
 }
 
+/// A TLS failure must say which instance, which CA file and which server
+/// name, and the config keys that set them.
+fn check_tls_hint(err: &ScrapeError, instance: &str, ca: &str, server_name: &str) {
+    for part in [
+        instance,
+        ca,
+        &format!("{server_name:?}"),
+        "check ca_file",
+        "server_name",
+    ] {
+        assert!(err.detail.contains(part), "missing {part:?}: {err}");
+    }
+}
+
 #[tokio::test]
 async fn every_failure_has_its_reason_and_no_token() {
     let f = start(FOUR).await;
@@ -211,22 +225,21 @@ async fn every_failure_has_its_reason_and_no_token() {
     let mut t = f.target(0);
     t.ca_file = f.file("other-ca.crt", other_ca.pem());
     let r = scrape(t, TIMEOUT, LIMIT).await;
-    errors.push(check_error(
-        "foreign CA",
-        r,
-        ScrapeErrorKind::Tls,
-        "certificate",
-    ));
+    let err = check_error("foreign CA", r, ScrapeErrorKind::Tls, "certificate");
+    check_tls_hint(&err, &f.target(0).instance, "other-ca.crt", "kubernetes");
+    errors.push(err);
 
     let mut t = f.target(0);
     t.server_name = "apiserver.example".to_string();
     let r = scrape(t, TIMEOUT, LIMIT).await;
-    errors.push(check_error(
-        "wrong name",
-        r,
-        ScrapeErrorKind::Tls,
-        "certificate",
-    ));
+    let err = check_error("wrong name", r, ScrapeErrorKind::Tls, "certificate");
+    check_tls_hint(
+        &err,
+        &f.target(0).instance,
+        &f.sim.ca_path().display().to_string(),
+        "apiserver.example",
+    );
+    errors.push(err);
 
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -252,15 +265,29 @@ async fn every_failure_has_its_reason_and_no_token() {
         "401",
     ));
 
+    // No token, no request: not a 401.
     let mut t = f.target(0);
     t.token = Arc::new(TokenFile::new(f.file("empty-token", "\n")));
     let r = scrape(t, TIMEOUT, LIMIT).await;
     errors.push(check_error(
         "empty token",
         r,
-        ScrapeErrorKind::Http401,
+        ScrapeErrorKind::TokenUnreadable,
         "empty",
     ));
+
+    let mut t = f.target(0);
+    t.token = Arc::new(TokenFile::new(f.dir.0.join("no-such-token")));
+    let r = scrape(t, TIMEOUT, LIMIT).await;
+    let err = check_error(
+        "missing token",
+        r,
+        ScrapeErrorKind::TokenUnreadable,
+        "cannot read token file",
+    );
+    assert!(err.detail.contains("no-such-token"), "{err}");
+    assert!(err.detail.contains("token_file"), "{err}");
+    errors.push(err);
 
     let mut t = f.target(0);
     t.token = Arc::new(TokenFile::new(f.sim.forbidden_token_path().to_path_buf()));
@@ -318,7 +345,7 @@ async fn every_failure_has_its_reason_and_no_token() {
             assert!(!text.contains(secret), "a token leaked: {text}");
         }
     }
-    assert_eq!(errors.len(), 11);
+    assert_eq!(errors.len(), 12);
     f.sim.shutdown().await;
 }
 
@@ -405,4 +432,26 @@ async fn a_401_rereads_the_token_file_and_retries_once() {
         .expect("retried with the re-read token");
     check_ground_truth(&f, 0, &ok);
     f.sim.shutdown().await;
+}
+
+#[test]
+fn error_kinds_serialize_as_their_metric_label() {
+    use cutover_auditor::status::TargetHealth;
+    for kind in ScrapeErrorKind::ALL {
+        let json = serde_json::to_value(kind).expect("serializes");
+        assert_eq!(json, serde_json::json!(kind.label()), "{kind:?}");
+        let back: ScrapeErrorKind = serde_json::from_value(json).expect("deserializes");
+        assert_eq!(back, kind);
+    }
+    // What /api/v1/status serves for a target whose token lacks `get`.
+    let health = TargetHealth {
+        instance: "10.0.0.1:6443".into(),
+        last_error: Some(ScrapeErrorKind::Http403),
+        ..TargetHealth::default()
+    };
+    let json = serde_json::to_string(&health).expect("serializes");
+    assert!(json.contains(r#""last_error":"http_403""#), "{json}");
+    let unknown =
+        serde_json::from_str::<ScrapeErrorKind>(r#""http403""#).expect_err("old spelling");
+    assert!(unknown.to_string().contains("http_403"), "{unknown}");
 }

@@ -214,33 +214,75 @@ fn check_config(dir: &Path, name: &str, text: &str) -> (Option<i32>, String) {
 #[test]
 fn check_config_exits_64_naming_the_key() {
     let dir = test_dir("check-config");
-    let cases: &[(&str, &str, i32, &str)] = &[
+    // The files a target names are checked too: a real token and CA.
+    let token = dir.join("token");
+    std::fs::write(&token, "a-token\n").unwrap();
+    let ca = dir.join("ca.crt");
+    cutover_auditor::simulator::tls::ClusterCa::generate()
+        .unwrap()
+        .write(&ca)
+        .unwrap();
+    let junk = dir.join("junk.crt");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    let target = |url: &str, token: &Path, ca: &Path| {
+        format!(
+            "[[targets.static]]\nurl = \"{url}\"\ntoken_file = \"{}\"\nca_file = \"{}\"\n",
+            token.display(),
+            ca.display()
+        )
+    };
+    let good = target("https://127.0.0.1:6443", &token, &ca);
+    let cases: Vec<(&str, String, i32, &str)> = vec![
         (
             "good.toml",
-            "[[targets.static]]\nurl = \"https://127.0.0.1:6443\"\n",
+            good.clone(),
             0,
             "valid (3 cutovers, scrape every 30s)",
         ),
         (
             "unknown.toml",
-            "[scrape]\nintervall = \"30s\"\n",
+            "[scrape]\nintervall = \"30s\"\n".into(),
             64,
             "unknown field `intervall`",
         ),
         (
             "timeout.toml",
-            "[scrape]\ninterval = \"10s\"\ntimeout = \"20s\"\n[[targets.static]]\nurl = \"https://a:1\"\n",
+            "[scrape]\ninterval = \"10s\"\ntimeout = \"20s\"\n[[targets.static]]\nurl = \"https://a:1\"\n".into(),
             64,
             "scrape.timeout: must be shorter than scrape.interval (10s)",
         ),
         (
             "not-in-cluster.toml",
-            "",
+            String::new(),
             64,
             "targets.kubernetes.api_server: not set and KUBERNETES_SERVICE_HOST",
         ),
+        (
+            "missing-token.toml",
+            target("https://127.0.0.1:6443", &dir.join("no-token"), &ca),
+            64,
+            "targets.static[0].token_file: cannot read token file",
+        ),
+        (
+            "bad-ca.toml",
+            target("https://127.0.0.1:6443", &token, &junk),
+            64,
+            "targets.static[0].ca_file: CA file",
+        ),
+        (
+            "service.toml",
+            target("https://kubernetes.default.svc", &token, &ca),
+            64,
+            "is the `kubernetes` Service",
+        ),
+        (
+            "tolerance.toml",
+            format!("{good}[cutovers.legacy-tokens]\ncoverage_tolerance = \"30s\"\n"),
+            64,
+            "cutovers.legacy-tokens.coverage_tolerance: 30s is shorter than one scrape round",
+        ),
     ];
-    for (name, text, code, message) in cases {
+    for (name, text, code, message) in &cases {
         let (got, output) = check_config(&dir, name, text);
         assert_eq!(got, Some(*code), "{name}: {output}");
         assert!(
@@ -263,6 +305,10 @@ fn check_config_exits_64_naming_the_key() {
 
 #[test]
 fn shipped_configs_are_valid() {
+    // tests/config.rs parses them; here the binary checks them, files
+    // included. Outside a pod the in-cluster token and CA are absent, and
+    // they must be the only problems reported, each named.
+    let in_pod = Path::new("/var/run/secrets/kubernetes.io/serviceaccount/token").exists();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for file in ["config.example.toml", "deploy/base/config.toml"] {
         let out = bin()
@@ -272,10 +318,32 @@ fn shipped_configs_are_valid() {
             .env("KUBERNETES_SERVICE_PORT", "443")
             .output()
             .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if in_pod {
+            assert!(out.status.success(), "{file}: {stderr}");
+            continue;
+        }
+        assert_eq!(out.status.code(), Some(64), "{file}: {stderr}");
+        let problems = stderr
+            .trim()
+            .split_once("invalid config: ")
+            .map(|(_, p)| p)
+            .unwrap_or_else(|| panic!("{file}: {stderr}"));
+        let keys: Vec<&str> = problems
+            .split("; ")
+            .map(|p| p.split(':').next().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "targets.kubernetes.token_file",
+                "targets.kubernetes.ca_file"
+            ],
+            "{file}: {stderr}"
+        );
         assert!(
-            out.status.success(),
-            "{file}: {}",
-            String::from_utf8_lossy(&out.stderr)
+            stderr.contains("/var/run/secrets/kubernetes.io/serviceaccount/"),
+            "{stderr}"
         );
     }
 }
