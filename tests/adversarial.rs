@@ -276,10 +276,18 @@ async fn an_instance_that_joins_and_fails_its_first_scrapes_blocks_ready_until_s
     );
     // Its first good scrape (a process started after it was listed) shows
     // every use since its start.
-    let s = daemon.wait_state("legacy-tokens", State::InUse).await;
+    let s = daemon
+        .wait_status("every instance read again", |s| {
+            s.targets
+                .iter()
+                .all(|t| t.up && t.last_success > Some(origin + mins(18)))
+                && s.evaluated_at > s.targets.iter().filter_map(|t| t.last_success).max()
+        })
+        .await;
     let truth = sim
         .world()
         .increments_all(TokenKind::Legacy, origin, clock.now());
+    assert_eq!(cutover(&s, "legacy-tokens").state, State::InUse, "{s:?}");
     assert!(truth > 0);
     assert_eq!(cutover(&s, "legacy-tokens").increase, truth, "{s:?}");
     run_for(&clock, (origin + mins(24)).since(clock.now())).await;
@@ -434,10 +442,18 @@ async fn uses_hidden_by_pages_without_the_families_are_counted_never_ready() {
     }
     // Complete pages again: the uses across the gap are counted exactly.
     run_for(&clock, (origin + mins(18)).since(clock.now())).await;
-    let s = daemon.wait_state("legacy-tokens", State::InUse).await;
+    let s = daemon
+        .wait_status("every instance read again", |s| {
+            s.targets
+                .iter()
+                .all(|t| t.up && t.last_success > Some(origin + mins(18)))
+                && s.evaluated_at > s.targets.iter().filter_map(|t| t.last_success).max()
+        })
+        .await;
     let truth = sim
         .world()
         .increments_all(TokenKind::Legacy, origin, clock.now());
+    assert_eq!(cutover(&s, "legacy-tokens").state, State::InUse, "{s:?}");
     assert!(truth >= 3 * 10, "{truth}");
     assert_eq!(cutover(&s, "legacy-tokens").increase, truth, "{s:?}");
     run_for(&clock, (origin + mins(24)).since(clock.now())).await;
