@@ -376,8 +376,9 @@ fn log_transition(t: &Transition, a: &Assessment, now: Timestamp) {
         warn!(cutover = %t.cutover, from, to = %t.to, reason = %t.reason, increase = a.increase,
               last_use, coverage = a.coverage, at = %now, "cutover regressed: a ready cutover saw use again");
     } else {
+        let blocking = (!a.blocking.is_empty()).then(|| a.blocking.join(","));
         info!(cutover = %t.cutover, from, to = %t.to, reason = %t.reason, increase = a.increase,
-              last_use, coverage = a.coverage, ready_in, at = %now, "verdict changed");
+              last_use, coverage = a.coverage, ready_in, blocking, at = %now, "verdict changed");
     }
 }
 

@@ -653,6 +653,9 @@ level = "warn"
                     if let Some(d) = assessment.ready_in.filter(|d| !d.is_zero()) {
                         line.push_str(&format!(", ready in {} if quiet", humantime::format_duration(Duration::from_secs(d.as_secs()))));
                     }
+                    if !assessment.blocking.is_empty() {
+                        line.push_str(&format!(", {}", assessment.blocking.join(", ")));
+                    }
                     if transition.regression {
                         line.push_str(", REGRESSION");
                     }
