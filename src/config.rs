@@ -168,6 +168,36 @@ pub const IN_CLUSTER_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccoun
 /// In-cluster CA bundle.
 pub const IN_CLUSTER_CA: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
 
+/// The longest value a duration key accepts: every duration is bounded, so
+/// that time arithmetic never overflows and a typo (`300000000000y`) is an
+/// error, not a panic or a daemon that never wakes.
+pub fn max_duration(key: &str) -> Duration {
+    const DAY: u64 = 86_400;
+    let days = |d: u64| Duration::from_secs(d * DAY);
+    if key.ends_with(".window") || key.ends_with(".coverage_tolerance") {
+        // The ledger keeps the longest window in memory and in the state file.
+        days(90)
+    } else if key == "scrape.interval" || key == "scrape.timeout" {
+        Duration::from_secs(3_600)
+    } else if key == "alertmanager.timeout" {
+        Duration::from_secs(300)
+    } else {
+        // Refresh, write and re-send intervals.
+        days(1)
+    }
+}
+
+/// A whole duration in its largest whole unit: `90d`, `1h`, `5m`, `45s`.
+fn short_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        s if s > 0 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s > 0 && s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
 /// The names of the built-in cutovers, in order.
 pub const CUTOVER_NAMES: [&str; 3] = [
     "legacy-tokens",
@@ -199,10 +229,17 @@ impl Config {
 impl Config {
     /// Checks the files the configuration names, as `--check-config` and
     /// `serve` both do before anything runs: every `token_file` must hold a
-    /// token and every `ca_file` a PEM bundle whose certificates parse.
+    /// token and every `ca_file` a PEM bundle whose certificates parse, and
+    /// `state.path` must be a regular file or absent.
     /// Each problem names its key and the file, never a token.
     pub fn check_files(&self) -> Result<(), ConfigError> {
         let mut p = Problems::default();
+        if let Some(path) = &self.state.path
+            && let Err(e) = crate::state::check_path(path)
+        {
+            p.add("state.path", e.to_string());
+        }
+
         let mut check = |prefix: &str, token_file: &std::path::Path, ca_file: &std::path::Path| {
             if let Err(e) = TokenFile::new(token_file.to_owned()).token() {
                 p.add(&format!("{prefix}.token_file"), e.to_string());
@@ -324,10 +361,21 @@ impl Problems {
     }
 
     fn duration(&mut self, key: &str, value: Option<&str>, default: Duration) -> Duration {
+        let max = max_duration(key);
         let Some(text) = value else { return default };
         match humantime::parse_duration(text) {
             Ok(d) if d.is_zero() => {
                 self.add(key, format!("must be longer than zero, got {text:?}"));
+                default
+            }
+            Ok(d) if d > max => {
+                self.add(
+                    key,
+                    format!(
+                        "{text:?} is longer than the longest allowed, {}",
+                        short_duration(max)
+                    ),
+                );
                 default
             }
             Ok(d) => d,
@@ -497,11 +545,10 @@ impl RawConfig {
         };
 
         let level = self.log.level.unwrap_or_else(|| "info".into());
-        if !["error", "warn", "info", "debug", "trace"]
-            .contains(&level.to_ascii_lowercase().as_str())
-            && !level.contains('=')
-        {
-            p.add("log.level", format!("{level:?} is not a level; use error, warn, info, debug, trace or a filter like \"cutover_auditor=debug\""));
+        // The parser the daemon starts its logging with: one parser, so the
+        // check and the start never disagree.
+        if let Err(e) = crate::telemetry::filter(&level) {
+            p.add("log.level", e.to_string());
         }
         let log = LogConfig {
             format: self.log.format.unwrap_or(LogFormat::Json),

@@ -60,6 +60,24 @@ pub enum StateError {
         /// Why.
         source: io::Error,
     },
+    /// The path exists and is not a regular file.
+    #[error(
+        "state file {path} is {kind}, not a regular file: give a file path (its directory must be writable), or \"\" to disable persistence"
+    )]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is.
+        kind: &'static str,
+    },
+    /// The path cannot be examined.
+    #[error("cannot use state file {path}")]
+    Unusable {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
     /// A corrupt file could not even be moved aside.
     #[error("state file {path} is unusable ({reason}) and could not be moved aside")]
     MoveAside {
@@ -72,9 +90,46 @@ pub enum StateError {
     },
 }
 
+/// Checks that `path` can hold the state file: absent, or a regular file.
+/// A directory, a device (`/dev/null`), a FIFO or a socket is refused: it is
+/// never moved aside and replaced as if it were a corrupt state file.
+pub fn check_path(path: &Path) -> Result<(), StateError> {
+    match fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(()),
+        Ok(meta) => Err(StateError::NotAFile {
+            path: path.to_owned(),
+            kind: file_kind(&meta.file_type()),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(StateError::Unusable {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+fn file_kind(t: &fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
 /// Reads the state file at `path`; an unusable file is moved aside, named
 /// with `now` so that several corrupt files never overwrite each other.
+/// A path that is not a regular file is an error, never moved aside.
 pub fn load(path: &Path, now: Timestamp) -> Result<Loaded, StateError> {
+    check_path(path)?;
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Loaded::Missing),
@@ -106,6 +161,8 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
 /// Writes the snapshot atomically: readers see the old file or the new one,
 /// never a mix, even if the machine stops mid-write.
 pub fn save(path: &Path, snapshot: &Snapshot) -> Result<(), StateError> {
+    // Never rename over a directory or a device node put in its place.
+    check_path(path)?;
     let err = |source| StateError::Write {
         path: path.to_owned(),
         source,

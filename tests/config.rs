@@ -190,7 +190,7 @@ fn bad_configs_name_the_key_and_the_problem() {
         ),
         (
             &format!("{STATIC}[log]\nlevel = \"loud\""),
-            &["log.level: \"loud\" is not a level"],
+            &["log.level: log level \"loud\": \"loud\" is not a level"],
         ),
         (
             &format!("{STATIC}[alertmanager]\nurls = []"),
@@ -209,7 +209,7 @@ fn bad_configs_name_the_key_and_the_problem() {
             "[scrape]\ninterval = \"x\"\n[log]\nlevel = \"loud\"",
             &[
                 "scrape.interval: \"x\" is not a duration",
-                "log.level: \"loud\" is not a level",
+                "log.level: log level \"loud\": \"loud\" is not a level",
                 "targets.kubernetes.api_server",
             ],
         ),
@@ -537,4 +537,106 @@ fn shipped_configs_validate() {
         let text = std::fs::read_to_string(root.join(file)).expect("readable");
         Config::parse(&text, in_cluster).unwrap_or_else(|e| panic!("{file}: {e}"));
     }
+}
+
+#[test]
+fn durations_are_bounded_and_never_panic() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "[scrape]\ninterval = \"300000000000y\"",
+            &["scrape.interval: \"300000000000y\""],
+        ),
+        (
+            "[scrape]\ninterval = \"2h\"",
+            &["scrape.interval: \"2h\" is longer than the longest allowed, 1h"],
+        ),
+        (
+            "[cutovers.legacy-tokens]\nwindow = \"18446744073709551615s\"",
+            &["cutovers.legacy-tokens.window: \"18446744073709551615s\""],
+        ),
+        (
+            "[cutovers.legacy-tokens]\nwindow = \"91d\"",
+            &["cutovers.legacy-tokens.window: \"91d\" is longer than the longest allowed, 90d"],
+        ),
+        (
+            "[state]\nwrite_interval = \"100000d\"",
+            &["state.write_interval: \"100000d\" is longer than the longest allowed, 1d"],
+        ),
+        (
+            "[alertmanager]\nurls = [\"http://127.0.0.1:9093\"]\ntimeout = \"1d\"",
+            &["alertmanager.timeout: \"1d\" is longer than the longest allowed, 5m"],
+        ),
+    ];
+    for (text, expected) in cases {
+        check(&format!("{STATIC}{text}"), expected);
+    }
+    // Every bound is accepted.
+    Config::parse(
+        &format!("{STATIC}[scrape]\ninterval = \"1h\"\n[cutovers.legacy-tokens]\nwindow = \"90d\""),
+        nowhere,
+    )
+    .expect("the longest values are allowed");
+}
+
+#[test]
+fn log_level_is_checked_by_the_parser_logging_uses() {
+    for bad in ["cutover_auditor=loud", "=debug", "inf", ""] {
+        let text = format!("{STATIC}[log]\nlevel = \"{bad}\"");
+        check(&text, &["log.level"]);
+        assert!(cutover_auditor::telemetry::filter(bad).is_err(), "{bad:?}");
+    }
+    for good in [
+        "off",
+        "warn",
+        "cutover_auditor=debug",
+        "warn,cutover_auditor=trace",
+    ] {
+        let text = format!("{STATIC}[log]\nlevel = \"{good}\"");
+        Config::parse(&text, nowhere).unwrap_or_else(|e| panic!("{good:?}: {e}"));
+        assert!(cutover_auditor::telemetry::filter(good).is_ok(), "{good:?}");
+    }
+}
+
+#[test]
+fn a_state_path_that_is_not_a_regular_file_is_refused() {
+    let f = Files::new("state-path", &[("token", b"t0ken\n")]);
+    let ca = cutover_auditor::simulator::tls::ClusterCa::generate().expect("CA");
+    std::fs::write(f.path("ca.crt"), ca.pem()).unwrap();
+    std::fs::create_dir_all(f.path("a-directory")).unwrap();
+    let config = |state: &str| {
+        Config::parse(
+            &format!(
+                "[[targets.static]]\nurl = \"https://127.0.0.1:6443\"\ntoken_file = \"{}\"\nca_file = \"{}\"\n[state]\npath = \"{state}\"\n",
+                f.path("token"),
+                f.path("ca.crt"),
+            ),
+            nowhere,
+        )
+        .expect("valid")
+    };
+    for (path, kind) in [
+        (f.path("a-directory"), "is a directory"),
+        ("/dev/null".to_owned(), "is a character device"),
+    ] {
+        let err = config(&path).check_files().expect_err(&path).to_string();
+        assert!(
+            err.contains("state.path: state file") && err.contains(kind),
+            "{err}"
+        );
+    }
+    // Absent or a regular file is fine; nothing was moved or created.
+    config(&f.path("state.json")).check_files().expect("absent");
+    std::fs::write(f.path("state.json"), b"{}").unwrap();
+    config(&f.path("state.json"))
+        .check_files()
+        .expect("regular");
+    assert!(std::path::Path::new("/dev/null").exists());
+    // The state module itself never moves a non-regular path aside.
+    let now = cutover_auditor::time::Timestamp::from_secs(1_800_000_000);
+    assert!(
+        cutover_auditor::state::load(std::path::Path::new(&f.path("a-directory")), now).is_err()
+    );
+    assert!(std::path::Path::new(&f.path("a-directory")).is_dir());
+    let entries = std::fs::read_dir(&f.0).unwrap().count();
+    assert_eq!(entries, 4, "nothing moved aside");
 }

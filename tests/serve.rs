@@ -270,6 +270,30 @@ fn check_config_exits_64_naming_the_key() {
             "targets.static[0].ca_file: CA file",
         ),
         (
+            "state-dev-null.toml",
+            format!("{good}[state]\npath = \"/dev/null\"\n"),
+            64,
+            "state.path: state file /dev/null is a character device, not a regular file",
+        ),
+        (
+            "state-dir.toml",
+            format!("{good}[state]\npath = \"{}\"\n", dir.display()),
+            64,
+            "is a directory, not a regular file",
+        ),
+        (
+            "huge-interval.toml",
+            format!("[scrape]\ninterval = \"300000000000y\"\n{good}"),
+            64,
+            "scrape.interval: \"300000000000y\"",
+        ),
+        (
+            "log-level.toml",
+            format!("{good}[log]\nlevel = \"cutover_auditor=loud\"\n"),
+            64,
+            "log.level: log level \"cutover_auditor=loud\"",
+        ),
+        (
             "service.toml",
             target("https://kubernetes.default.svc", &token, &ca),
             64,
