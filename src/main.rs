@@ -343,6 +343,7 @@ fn cmd_serve(mut parser: lexopt::Parser) -> anyhow::Result<ExitCode> {
             listener: None,
             events: None,
         };
+        ignore_signals();
         daemon::run(options, shutdown_signal())
             .await
             .map_err(|err| listen_hint(err, &hint))
@@ -367,19 +368,54 @@ fn serve_clock(speed: Option<f64>, start: Option<(Timestamp, Timestamp)>) -> Clo
     Clock::accelerated(now, speed)
 }
 
-/// Resolves on the first SIGTERM or SIGINT; a second one exits at once.
-async fn shutdown_signal() {
+/// SIGHUP, SIGUSR1 and SIGUSR2 would end the process without draining (their
+/// default action): they are logged and ignored instead. The configuration
+/// is read once at start; a restart applies a changed one.
+fn ignore_signals() {
+    use tokio::signal::unix::{SignalKind, signal};
+    for (kind, name, what) in [
+        (
+            SignalKind::hangup(),
+            "SIGHUP",
+            "ignored: the configuration is read at start; restart the daemon to apply a change",
+        ),
+        (SignalKind::user_defined1(), "SIGUSR1", "ignored"),
+        (SignalKind::user_defined2(), "SIGUSR2", "ignored"),
+    ] {
+        match signal(kind) {
+            Ok(mut stream) => {
+                tokio::spawn(async move {
+                    while stream.recv().await.is_some() {
+                        tracing::warn!(signal = name, "signal received: {what}");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(signal = name, error = %e, "cannot handle this signal; it keeps its default action")
+            }
+        }
+    }
+}
+
+/// Resolves on the first SIGTERM, SIGINT or SIGQUIT; a second one exits at
+/// once. The handlers are installed by this call, before the daemon starts,
+/// so a signal that comes early still drains.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     // SIGTERM: Kubernetes sends it to start a graceful shutdown. SIGINT: Ctrl-C.
-    let first = wait_for_signal().await;
-    tracing::info!(
-        signal = first,
-        "signal received: draining (a second signal exits at once)"
-    );
-    tokio::spawn(async {
-        let second = wait_for_signal().await;
-        eprintln!("cutover-auditor: second {second}: exiting without draining");
-        std::process::exit(130);
-    });
+    // SIGQUIT (Ctrl-\) drains too, rather than dying mid-write.
+    let first = signals();
+    async move {
+        let first = first.await;
+        tracing::info!(
+            signal = first,
+            "signal received: draining (a second signal exits at once)"
+        );
+        tokio::spawn(async {
+            let second = wait_for_signal().await;
+            eprintln!("cutover-auditor: second {second}: exiting without draining");
+            std::process::exit(130);
+        });
+    }
 }
 
 async fn wait_for_signal() -> &'static str {
@@ -393,12 +429,14 @@ fn signals() -> impl std::future::Future<Output = &'static str> {
     let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::quit()),
     );
     async move {
         match handlers {
-            (Ok(mut term), Ok(mut int)) => tokio::select! {
+            (Ok(mut term), Ok(mut int), Ok(mut quit)) => tokio::select! {
                 _ = term.recv() => "SIGTERM",
                 _ = int.recv() => "SIGINT",
+                _ = quit.recv() => "SIGQUIT",
             },
             _ => {
                 // Without handlers the default action (exit) applies anyway.

@@ -150,8 +150,26 @@ level = "info"
         .unwrap();
     assert!(html.contains("legacy-tokens"), "{html}");
 
-    // SIGTERM: drain, write the state, exit 0 within the grace period.
+    // SIGHUP, SIGUSR1, SIGUSR2: logged and ignored; the daemon keeps serving.
     let pid = child.0.id().to_string();
+    for sig in ["-HUP", "-USR1", "-USR2"] {
+        assert!(
+            Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            child.0.try_wait().unwrap().is_none(),
+            "{sig} ended the daemon"
+        );
+        let health = client.get(format!("{base}/healthz")).send().await;
+        assert!(health.is_ok_and(|r| r.status() == 200), "{sig}: /healthz");
+    }
+
+    // SIGTERM: drain, write the state, exit 0 within the grace period.
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -190,7 +208,78 @@ level = "info"
         logs.iter().any(|l| l.contains("verdict changed")),
         "{logs:#?}"
     );
+    for sig in ["SIGHUP", "SIGUSR1", "SIGUSR2"] {
+        assert!(
+            logs.iter()
+                .any(|l| l.contains(sig) && l.contains("ignored")),
+            "{sig} not logged: {logs:#?}"
+        );
+    }
     sim.shutdown().await;
+}
+
+#[test]
+fn sigquit_drains_and_writes_the_state() {
+    let dir = test_dir("serve-sigquit");
+    let port = free_port();
+    let state = dir.join("state.json");
+    let config = dir.join("config.toml");
+    let token = dir.join("token");
+    std::fs::write(&token, "a-token\n").unwrap();
+    let ca = dir.join("ca.crt");
+    cutover_auditor::simulator::tls::ClusterCa::generate()
+        .unwrap()
+        .write(&ca)
+        .unwrap();
+    // A target nobody listens on: the daemon runs, blind.
+    let target_port = free_port();
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\n[scrape]\ninterval = \"1s\"\ntimeout = \"500ms\"\n\
+             [[targets.static]]\nurl = \"https://127.0.0.1:{target_port}\"\ntoken_file = \"{}\"\nca_file = \"{}\"\n\
+             [state]\npath = \"{}\"\n[log]\nformat = \"text\"\nlevel = \"info\"\n",
+            token.display(),
+            ca.display(),
+            state.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Guard(
+        bin()
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start serve"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "not listening within 20 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = child.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-QUIT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no exit within 15 s of SIGQUIT"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "SIGQUIT drains and exits 0: {status}");
+    assert!(state.exists(), "state written on the SIGQUIT drain");
 }
 
 /// Runs `serve --check-config` on `text`; returns (exit code, stderr + stdout).
