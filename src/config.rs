@@ -45,6 +45,10 @@ pub struct ScrapeConfig {
     pub timeout: Duration,
     /// Largest page accepted, after decompression.
     pub max_body_bytes: u64,
+    /// Most series one watched family may carry on a page.
+    pub max_series_per_family: usize,
+    /// Most series all watched families together may carry on a page.
+    pub max_series_per_page: usize,
 }
 
 /// Where the targets come from.
@@ -287,6 +291,8 @@ struct RawScrape {
     interval: Option<String>,
     timeout: Option<String>,
     max_body_bytes: Option<u64>,
+    max_series_per_family: Option<u64>,
+    max_series_per_page: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -462,6 +468,27 @@ impl RawConfig {
             );
         }
 
+        let mut cap = |key: &str, value: Option<u64>, default: usize| -> usize {
+            match value {
+                None => default,
+                Some(n) if (1..=100_000).contains(&n) => n as usize,
+                Some(n) => {
+                    p.add(key, format!("{n} is outside 1..=100000"));
+                    default
+                }
+            }
+        };
+        let max_series_per_family = cap(
+            "scrape.max_series_per_family",
+            self.scrape.max_series_per_family,
+            crate::exposition::DEFAULT_MAX_SERIES_PER_FAMILY,
+        );
+        let max_series_per_page = cap(
+            "scrape.max_series_per_page",
+            self.scrape.max_series_per_page,
+            crate::exposition::DEFAULT_MAX_SERIES_PER_PAGE,
+        );
+
         let targets = self.targets.validate(env, &mut p);
 
         let mut cutovers = Vec::new();
@@ -597,6 +624,8 @@ impl RawConfig {
                 interval,
                 timeout,
                 max_body_bytes,
+                max_series_per_family,
+                max_series_per_page,
             },
             targets,
             cutovers,

@@ -28,10 +28,21 @@ pub const MAX_WATCHED_LINE: usize = 64 * 1024;
 /// The chunk size [`extract_from_reader`] reads with.
 pub const READ_CHUNK: usize = 64 * 1024;
 
-/// The set of metric family names to extract from a page.
+/// Default cap on the series of one watched family on one page. The upstream
+/// token counters have no labels and the reset sentinel has a few; a page
+/// with more is patched or hostile, and memory must not follow it.
+pub const DEFAULT_MAX_SERIES_PER_FAMILY: usize = 64;
+/// Default cap on the series of all watched families on one page (one
+/// instance).
+pub const DEFAULT_MAX_SERIES_PER_PAGE: usize = 256;
+
+/// The set of metric family names to extract from a page, and how many
+/// series of them a page may carry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Watch {
     names: Vec<String>,
+    max_series_per_family: usize,
+    max_series_per_page: usize,
 }
 
 impl Watch {
@@ -49,7 +60,20 @@ impl Watch {
                 out.push(name);
             }
         }
-        Watch { names: out }
+        Watch {
+            names: out,
+            max_series_per_family: DEFAULT_MAX_SERIES_PER_FAMILY,
+            max_series_per_page: DEFAULT_MAX_SERIES_PER_PAGE,
+        }
+    }
+
+    /// The same watch with other caps on the series a page may carry: per
+    /// watched family, and for all of them together. A page over a cap is
+    /// rejected ([`ExpositionError::TooManySeries`]), never cut short.
+    pub fn with_series_limits(mut self, per_family: usize, per_page: usize) -> Watch {
+        self.max_series_per_family = per_family.max(1);
+        self.max_series_per_page = per_page.max(1);
+        self
     }
 
     /// The six token counters, the start time, the build info and the reset
@@ -159,6 +183,21 @@ pub enum ExpositionError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// A watched family, or the watched families together, carry more series
+    /// than the cap: the page is rejected rather than grow memory with it.
+    #[error(
+        "line {line}: {family}: more than {limit} series {scope} (a patched or hostile apiserver?); the page is rejected"
+    )]
+    TooManySeries {
+        /// 1-based line number of the first series over the cap.
+        line: u64,
+        /// The watched family of that series.
+        family: String,
+        /// The cap.
+        limit: usize,
+        /// `"in this family"` or `"of watched families on this page"`.
+        scope: &'static str,
+    },
     /// The body starts like gzip but does not decode (corrupt or truncated).
     #[error("invalid or truncated gzip stream")]
     Gzip(#[source] io::Error),
@@ -171,12 +210,14 @@ pub enum ExpositionError {
 }
 
 impl ExpositionError {
-    /// A bounded label for metrics: `malformed`, `decode` or `body_too_large`.
+    /// A bounded label for metrics: `malformed`, `decode`, `body_too_large`
+    /// or `too_many_series`.
     pub fn metric_label(&self) -> &'static str {
         match self {
             ExpositionError::Malformed { .. } | ExpositionError::LineTooLong { .. } => "malformed",
             ExpositionError::Gzip(_) => "decode",
             ExpositionError::TooLarge { .. } => "body_too_large",
+            ExpositionError::TooManySeries { .. } => "too_many_series",
         }
     }
 }
@@ -218,6 +259,10 @@ pub struct Extractor {
     /// Indices into `samples` by series hash: finds a repeated series
     /// without a second copy of any name or label.
     series: HashMap<u64, Vec<usize>>,
+    /// Series kept per watched family, parallel to `watched`.
+    per_family: Vec<usize>,
+    max_series_per_family: usize,
+    max_series_per_page: usize,
 }
 
 impl Extractor {
@@ -232,6 +277,9 @@ impl Extractor {
         }
         let max_len = watch.names.iter().map(String::len).max().unwrap_or(0);
         Extractor {
+            per_family: vec![0; watch.names.len()],
+            max_series_per_family: watch.max_series_per_family,
+            max_series_per_page: watch.max_series_per_page,
             watched: watch.names,
             by_first_byte,
             decide_len: max_len + 32,
@@ -590,6 +638,25 @@ impl Extractor {
                 sample.value
             );
             return Err(self.malformed(family, problem));
+        }
+        let over =
+            if self.per_family.get(family).copied().unwrap_or(0) >= self.max_series_per_family {
+                Some((self.max_series_per_family, "in this family"))
+            } else if self.samples.len() >= self.max_series_per_page {
+                Some((self.max_series_per_page, "of watched families on this page"))
+            } else {
+                None
+            };
+        if let Some((limit, scope)) = over {
+            return Err(ExpositionError::TooManySeries {
+                line: self.line_no,
+                family: self.watched.get(family).cloned().unwrap_or_default(),
+                limit,
+                scope,
+            });
+        }
+        if let Some(n) = self.per_family.get_mut(family) {
+            *n += 1;
         }
         self.series
             .entry(hash)

@@ -119,14 +119,16 @@ pub fn render_text(page: &Page) -> String {
 
 /// The exit status for a failed read: 66 when the input cannot be read
 /// (I/O error, corrupt or truncated gzip), 65 when the page is read but a
-/// watched line is malformed or the page is too large.
+/// watched line is malformed, the page is too large or carries more
+/// series of the watched families than the caps.
 pub fn exit_code(err: &ReadPageError) -> u8 {
     match err {
         ReadPageError::Io(_) | ReadPageError::Page(ExpositionError::Gzip(_)) => EX_NOINPUT,
         ReadPageError::Page(
             ExpositionError::Malformed { .. }
             | ExpositionError::LineTooLong { .. }
-            | ExpositionError::TooLarge { .. },
+            | ExpositionError::TooLarge { .. }
+            | ExpositionError::TooManySeries { .. },
         ) => EX_DATAERR,
     }
 }

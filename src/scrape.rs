@@ -478,6 +478,7 @@ fn page_error(err: ExpositionError) -> ScrapeError {
     let kind = match err.metric_label() {
         "malformed" => ScrapeErrorKind::Malformed,
         "body_too_large" => ScrapeErrorKind::BodyTooLarge,
+        "too_many_series" => ScrapeErrorKind::TooManySeries,
         _ => ScrapeErrorKind::Decode,
     };
     ScrapeError::new(kind, err.to_string())

@@ -41,11 +41,14 @@ pub enum ScrapeErrorKind {
     IncompletePage,
     /// The target's host name did not resolve: no request was sent.
     Dns,
+    /// The page carried more series of a watched family (or of all of them)
+    /// than the caps: rejected, never cut short.
+    TooManySeries,
 }
 
 impl ScrapeErrorKind {
     /// Every reason, in label order.
-    pub const ALL: [ScrapeErrorKind; 12] = [
+    pub const ALL: [ScrapeErrorKind; 13] = [
         ScrapeErrorKind::Connect,
         ScrapeErrorKind::Timeout,
         ScrapeErrorKind::Tls,
@@ -58,6 +61,7 @@ impl ScrapeErrorKind {
         ScrapeErrorKind::Malformed,
         ScrapeErrorKind::IncompletePage,
         ScrapeErrorKind::Dns,
+        ScrapeErrorKind::TooManySeries,
     ];
 
     /// The exported label value.
@@ -75,6 +79,7 @@ impl ScrapeErrorKind {
             ScrapeErrorKind::Malformed => "malformed",
             ScrapeErrorKind::IncompletePage => "incomplete_page",
             ScrapeErrorKind::Dns => "dns",
+            ScrapeErrorKind::TooManySeries => "too_many_series",
         }
     }
 }

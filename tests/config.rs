@@ -640,3 +640,32 @@ fn a_state_path_that_is_not_a_regular_file_is_refused() {
     let entries = std::fs::read_dir(&f.0).unwrap().count();
     assert_eq!(entries, 4, "nothing moved aside");
 }
+
+#[test]
+fn series_caps_are_configurable_and_bounded() {
+    let c = Config::parse(
+        &format!("{STATIC}[scrape]\nmax_series_per_family = 8\nmax_series_per_page = 40"),
+        nowhere,
+    )
+    .expect("valid");
+    assert_eq!(
+        (c.scrape.max_series_per_family, c.scrape.max_series_per_page),
+        (8, 40)
+    );
+    let d = Config::parse(STATIC, nowhere).expect("valid");
+    assert_eq!(
+        (d.scrape.max_series_per_family, d.scrape.max_series_per_page),
+        (
+            cutover_auditor::exposition::DEFAULT_MAX_SERIES_PER_FAMILY,
+            cutover_auditor::exposition::DEFAULT_MAX_SERIES_PER_PAGE
+        )
+    );
+    check(
+        &format!("{STATIC}[scrape]\nmax_series_per_family = 0"),
+        &["scrape.max_series_per_family: 0 is outside 1..=100000"],
+    );
+    check(
+        &format!("{STATIC}[scrape]\nmax_series_per_page = 1000000"),
+        &["scrape.max_series_per_page: 1000000 is outside 1..=100000"],
+    );
+}

@@ -391,26 +391,28 @@ fn long_unwatched_lines_are_not_buffered() {
 
 #[test]
 fn gzip_errors_and_limits() {
-    // 2000 distinct series: a repeated one would be an error.
+    // 2000 distinct series (a repeated one would be an error), under caps
+    // raised for them.
+    let watch = table_watch().with_series_limits(10_000, 10_000);
     let page: Vec<u8> = (0..2000)
         .flat_map(|i| format!("m{{i=\"{i}\"}} 1\n").into_bytes())
         .collect();
     let zipped = gzip(&page);
 
     let truncated = &zipped[..zipped.len() / 2];
-    let err = feed_decoder(&table_watch(), truncated, 64).expect_err("truncated");
+    let err = feed_decoder(&watch, truncated, 64).expect_err("truncated");
     assert!(matches!(err, ExpositionError::Gzip(_)), "{err:?}");
     assert_eq!(err.metric_label(), "decode");
 
     let mut corrupt = zipped.clone();
     corrupt[20] ^= 0xff;
     corrupt[30] ^= 0xff;
-    let err = feed_decoder(&table_watch(), &corrupt, 64).expect_err("corrupt");
+    let err = feed_decoder(&watch, &corrupt, 64).expect_err("corrupt");
     assert_eq!(err.metric_label(), "decode");
 
     // A small gzip bomb: 8 MB of blank lines in about 8 KB.
     let bomb = gzip(&vec![b'\n'; 8_000_000]);
-    let mut dec = PageDecoder::with_limit(table_watch(), 1_000_000);
+    let mut dec = PageDecoder::with_limit(watch.clone(), 1_000_000);
     let err = bomb
         .chunks(65536)
         .try_for_each(|c| dec.feed(c))
@@ -422,20 +424,20 @@ fn gzip_errors_and_limits() {
     assert_eq!(err.metric_label(), "body_too_large");
 
     // The limit counts decoded bytes of plain pages too.
-    let mut dec = PageDecoder::with_limit(table_watch(), 10);
+    let mut dec = PageDecoder::with_limit(watch.clone(), 10);
     assert!(dec.feed(&page).is_err());
-    let mut dec = PageDecoder::with_limit(table_watch(), page.len() as u64);
+    let mut dec = PageDecoder::with_limit(watch.clone(), page.len() as u64);
     dec.feed(&page).expect("at the limit");
     assert_eq!(dec.finish().expect("page").samples.len(), 2000);
 
     // Concatenated gzip members are one page.
     let mut two = gzip(b"m 1\n");
     two.extend(gzip(b"job:rate:sum 2\n"));
-    let page = feed_decoder(&table_watch(), &two, 3).expect("two members");
+    let page = feed_decoder(&watch, &two, 3).expect("two members");
     assert_eq!(page.samples.len(), 2);
 
     // One byte that could start gzip but the body ends there: plain text.
-    let page = feed_decoder(&table_watch(), &[0x1f], 1).expect("one byte");
+    let page = feed_decoder(&watch, &[0x1f], 1).expect("one byte");
     assert_eq!(page.lines, 1);
 }
 
@@ -589,4 +591,73 @@ fn a_malformed_line_in_a_real_page_names_its_line() {
             r#"line 22433: serviceaccount_legacy_tokens_total: value "abc" is not a number"#
         );
     }
+}
+
+/// A page of `n` label sets of the legacy counter, then a line of another
+/// watched family.
+fn many_label_sets(n: usize) -> String {
+    let mut page = String::from("# TYPE serviceaccount_legacy_tokens_total counter\n");
+    for i in 0..n {
+        page.push_str(&format!(
+            "serviceaccount_legacy_tokens_total{{client=\"c{i}\"}} {i}\n"
+        ));
+    }
+    page.push_str("serviceaccount_stale_tokens_total 0\n");
+    page
+}
+
+#[test]
+fn series_beyond_the_caps_reject_the_page_at_the_first_excess_line() {
+    // The default per-family cap: the 65th label set (line 66) is rejected,
+    // whatever the chunking or encoding.
+    let watch = Watch::default_families();
+    let got = extract_all_ways(&watch, many_label_sets(65).as_bytes());
+    assert_eq!(
+        got.unwrap_err(),
+        "line 66: serviceaccount_legacy_tokens_total: more than 64 series in this family \
+         (a patched or hostile apiserver?); the page is rejected"
+    );
+    // 64 are fine.
+    let page = extract_all_ways(&watch, many_label_sets(64).as_bytes()).expect("within the cap");
+    assert_eq!(
+        page.series("serviceaccount_legacy_tokens_total").count(),
+        64
+    );
+    // A cap for all watched families together.
+    let tight = Watch::default_families().with_series_limits(100, 10);
+    let got = extract_all_ways(&tight, many_label_sets(10).as_bytes());
+    assert_eq!(
+        got.unwrap_err(),
+        "line 12: serviceaccount_stale_tokens_total: more than 10 series of watched families \
+         on this page (a patched or hostile apiserver?); the page is rejected"
+    );
+    let err = feed_plain(&tight, many_label_sets(10).as_bytes(), 4096).unwrap_err();
+    assert_eq!(err.metric_label(), "too_many_series");
+}
+
+#[test]
+fn two_hundred_thousand_label_sets_stop_at_the_cap() {
+    // The hostile page of the finding: 200 000 label sets. Feeding stops at
+    // the first series over the cap: the extractor never holds more than
+    // the cap, however long the page.
+    let page = many_label_sets(200_000);
+    let mut ex = Extractor::new(Watch::default_families());
+    let mut fed = 0;
+    let mut error = None;
+    for chunk in page.as_bytes().chunks(64 * 1024) {
+        fed += chunk.len();
+        if let Err(e) = ex.feed(chunk) {
+            error = Some(e);
+            break;
+        }
+    }
+    let error = error.expect("rejected while feeding");
+    assert!(
+        matches!(error, ExpositionError::TooManySeries { limit: 64, .. }),
+        "{error}"
+    );
+    assert!(
+        fed <= 64 * 1024,
+        "stopped in the first chunk, fed {fed} bytes"
+    );
 }

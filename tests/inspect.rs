@@ -310,3 +310,20 @@ fn input_without_any_exposition_line_exits_65() {
     long.extend(b"=\"x\"} 5\n");
     check(&["inspect"], &long, 0, "");
 }
+
+#[test]
+fn a_page_with_too_many_label_sets_exits_65_naming_the_cap() {
+    // A patched or hostile apiserver: 200 000 label sets of one counter.
+    let mut page = String::new();
+    for i in 0..200_000 {
+        page.push_str(&format!(
+            "serviceaccount_legacy_tokens_total{{client=\"c{i}\"}} 1\n"
+        ));
+    }
+    check(
+        &["inspect"],
+        page.as_bytes(),
+        65,
+        "line 65: serviceaccount_legacy_tokens_total: more than 64 series in this family",
+    );
+}

@@ -89,6 +89,7 @@ fn allowed(metric: &str, label: &str, value: &str) -> bool {
             "malformed",
             "incomplete_page",
             "dns",
+            "too_many_series",
         ]),
         (_, "kind") => one_of(&[
             "legacy",
