@@ -7,15 +7,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
-use super::ResumeOutcome;
 use crate::config::Config;
 use crate::families::{self, TokenKind};
 use crate::ledger::{Ledger, Observation};
 use crate::metrics::Metrics;
 use crate::scrape::{ScrapeError, Scraped};
-use crate::state::{self, Loaded, Snapshot};
+use crate::state::{self, Snapshot};
 use crate::status::{CutoverStatus, KindUses, ScrapeErrorKind, Status, TargetHealth};
 use crate::time::Timestamp;
 use crate::verdict::{self, Assessment, CutoverSpec, Tracker, Transition};
@@ -37,8 +36,9 @@ pub(super) struct Core {
 }
 
 impl Core {
-    /// A fresh core, or the one the state file holds.
-    pub(super) fn start(config: &Config, now: Timestamp) -> (Core, ResumeOutcome) {
+    /// A fresh core, or one resumed from the `snapshot` the state file held.
+    /// Retention follows `config`, never the snapshot.
+    pub(super) fn start(config: &Config, snapshot: Option<Snapshot>) -> Core {
         let mut core = Core {
             ledger: Ledger::new(retention_for(config)),
             trackers: BTreeMap::new(),
@@ -47,38 +47,13 @@ impl Core {
             failure_logged: HashMap::new(),
             clock_skewed: false,
         };
-        let Some(path) = &config.state.path else {
-            return (core, ResumeOutcome::Disabled);
-        };
-        match state::load(path, now) {
-            Ok(Loaded::Missing) => {
-                info!(path = %path.display(), "no state file yet: starting blind");
-                (core, ResumeOutcome::Fresh)
-            }
-            Ok(Loaded::Resumed(snapshot)) => {
-                info!(path = %path.display(), saved_at = %snapshot.saved_at, instances = snapshot.ledger.instances().count(),
-                      "resumed the ledger; continuity is checked on each instance's next scrape");
-                if snapshot.saved_at > now {
-                    warn!(path = %path.display(), saved_at = %snapshot.saved_at, %now,
-                          skew_seconds = snapshot.saved_at.since(now).as_secs_f64(),
-                          "the state file was written ahead of this clock (the clock stepped back); samples are ordered after the saved ones until the clock catches up");
-                }
-                core.ledger = snapshot.ledger;
-                // Retention follows the current config, never the file's.
-                core.ledger.set_retention(retention_for(config));
-                core.trackers = snapshot.trackers;
-                (core, ResumeOutcome::Resumed)
-            }
-            Ok(Loaded::Corrupt { moved_to, reason }) => {
-                warn!(path = %path.display(), moved_to = %moved_to.display(), %reason,
-                      "state file unusable: moved aside, starting blind");
-                (core, ResumeOutcome::MovedAside(moved_to))
-            }
-            Err(e) => {
-                error!(error = %format!("{e:#}"), "state file unusable and not moved aside: starting blind");
-                (core, ResumeOutcome::Fresh)
-            }
+        if let Some(snapshot) = snapshot {
+            core.ledger = snapshot.ledger;
+            // Retention follows the current config, never the file's.
+            core.ledger.set_retention(retention_for(config));
+            core.trackers = snapshot.trackers;
         }
+        core
     }
 
     pub(super) fn set_targets(&mut self, targets: &[String], now: Timestamp, metrics: &Metrics) {
@@ -308,43 +283,35 @@ fn ledger_families() -> Vec<&'static str> {
 mod tests {
     use super::*;
 
-    fn config(dir: &std::path::Path, window: &str) -> Config {
+    fn config(window: &str) -> Config {
         let text = format!(
             r#"
 [[targets.static]]
 url = "https://127.0.0.1:6443"
-ca_file = "{dir}/ca.crt"
-token_file = "{dir}/token"
+ca_file = "/etc/cutover-auditor/ca.crt"
+token_file = "/var/run/secrets/token"
 [cutovers.legacy-tokens]
 window = "{window}"
-[state]
-path = "{dir}/state.json"
-"#,
-            dir = dir.display()
+"#
         );
         Config::parse(&text, |_| None).expect("valid config")
     }
 
     #[test]
     fn retention_follows_the_config_on_resume_not_the_state_file() {
-        let dir =
-            std::env::temp_dir().join(format!("cutover-core-retention-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
         let now = Timestamp::from_secs(1_800_000_000);
         // Written by a daemon whose longest window was 7 days.
-        let (mut core, _) = Core::start(&config(&dir, "7d"), now);
+        let mut core = Core::start(&config("7d"), None);
         let old = core.ledger.retention().horizon;
         assert_eq!(old, Duration::from_secs(7 * 86_400 + 3_600));
         core.ledger.list("127.0.0.1:6443", now);
-        state::save(&dir.join("state.json"), &core.snapshot(now)).unwrap();
+        let snapshot = core.snapshot(now);
         // Restarted with a 14-day window: evidence for 14 days is kept.
-        let (core, resume) = Core::start(&config(&dir, "14d"), now);
-        assert_eq!(resume, ResumeOutcome::Resumed);
+        let core = Core::start(&config("14d"), Some(snapshot));
         assert_eq!(
             core.ledger.retention().horizon,
             Duration::from_secs(14 * 86_400 + 3_600)
         );
-        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(core.ledger.listed_unscraped().count(), 1);
     }
 }

@@ -32,7 +32,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::server::{self, Admin};
-use crate::state;
+use crate::state::{self, Loaded, Snapshot};
 use crate::status::Status;
 use crate::time::Timestamp;
 use crate::verdict::{Assessment, Transition};
@@ -153,7 +153,8 @@ pub async fn run_with_resolver(
             })?,
     };
 
-    let (core, resume) = Core::start(&config, clock.now());
+    let (snapshot, resume) = load_state(&config, clock.now());
+    let core = Core::start(&config, snapshot);
     let shared = Arc::new(Shared {
         core: Mutex::new(core),
         metrics: Arc::clone(&metrics),
@@ -277,6 +278,39 @@ pub async fn run_with_resolver(
     let _ = stop_server_tx.send(true);
     while server.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Reads the state file, if persistence is enabled: the snapshot to resume
+/// from, if any, and how the file was found. Every outcome is logged here.
+fn load_state(config: &Config, now: Timestamp) -> (Option<Snapshot>, ResumeOutcome) {
+    let Some(path) = &config.state.path else {
+        return (None, ResumeOutcome::Disabled);
+    };
+    match state::load(path, now) {
+        Ok(Loaded::Missing) => {
+            info!(path = %path.display(), "no state file yet: starting blind");
+            (None, ResumeOutcome::Fresh)
+        }
+        Ok(Loaded::Resumed(snapshot)) => {
+            info!(path = %path.display(), saved_at = %snapshot.saved_at, instances = snapshot.ledger.instances().count(),
+                  "resumed the ledger; continuity is checked on each instance's next scrape");
+            if snapshot.saved_at > now {
+                warn!(path = %path.display(), saved_at = %snapshot.saved_at, %now,
+                      skew_seconds = snapshot.saved_at.since(now).as_secs_f64(),
+                      "the state file was written ahead of this clock (the clock stepped back); samples are ordered after the saved ones until the clock catches up");
+            }
+            (Some(*snapshot), ResumeOutcome::Resumed)
+        }
+        Ok(Loaded::Corrupt { moved_to, reason }) => {
+            warn!(path = %path.display(), moved_to = %moved_to.display(), %reason,
+                  "state file unusable: moved aside, starting blind");
+            (None, ResumeOutcome::MovedAside(moved_to))
+        }
+        Err(e) => {
+            error!(error = %format!("{e:#}"), "state file unusable and not moved aside: starting blind");
+            (None, ResumeOutcome::Fresh)
+        }
+    }
 }
 
 /// Completes once `stop` turns true (or its sender is gone).
