@@ -282,6 +282,12 @@ fn ledger_families() -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exposition::{Extractor, Watch};
+    use crate::verdict::{Reason, State};
+
+    const A: &str = "10.0.0.1:6443";
+    const B: &str = "10.0.0.2:6443";
+    const LEGACY: &str = "serviceaccount_legacy_tokens_total";
 
     fn config(window: &str) -> Config {
         let text = format!(
@@ -295,6 +301,188 @@ window = "{window}"
 "#
         );
         Config::parse(&text, |_| None).expect("valid config")
+    }
+
+    /// Seconds after a fixed origin.
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_secs(1_800_000_000 + secs)
+    }
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    /// A page of one process with `legacy` uses, and, when `stale` is set,
+    /// the stale-token counter too.
+    fn page(legacy: u64, stale: bool) -> Result<Scraped, ScrapeError> {
+        let mut text = format!(
+            "{LEGACY} {legacy}\nserviceaccount_valid_tokens_total 7\n\
+             process_start_time_seconds 1.7e+09\n\
+             kubernetes_build_info{{git_version=\"v1.30.2\"}} 1\n"
+        );
+        if stale {
+            text.push_str("serviceaccount_stale_tokens_total 0\n");
+        }
+        let mut x = Extractor::new(Watch::default_families());
+        x.feed(text.as_bytes()).expect("valid page");
+        Ok(Scraped {
+            page: x.finish().expect("valid page"),
+            header_start_time: None,
+            gzip: false,
+            bytes_received: text.len() as u64,
+        })
+    }
+
+    /// A core with the targets `list` listed at `t(0)`, and its metrics.
+    fn core_with(list: &[&str]) -> (Core, Metrics) {
+        let metrics = Metrics::new("test").expect("metrics register");
+        let mut core = Core::start(&config("1h"), None);
+        core.set_targets(&names(list), t(0), &metrics);
+        (core, metrics)
+    }
+
+    fn scrape(core: &mut Core, m: &Metrics, at: Timestamp, r: Result<Scraped, ScrapeError>) {
+        core.record_scrape(A, at, at, Duration::from_millis(40), r, m);
+    }
+
+    fn evaluate(core: &mut Core, m: &Metrics, now: Timestamp) -> (Status, Vec<Transition>) {
+        // One cutover keeps the expectations short.
+        let mut specs = config("1h").cutovers;
+        specs.retain(|s| s.name == "legacy-tokens");
+        let (status, transitions) = core.evaluate(&specs, m, now);
+        (status, transitions.into_iter().map(|(t, _)| t).collect())
+    }
+
+    fn refused() -> Result<Scraped, ScrapeError> {
+        Err(ScrapeError::new(
+            ScrapeErrorKind::Connect,
+            "connection refused",
+        ))
+    }
+
+    #[test]
+    fn a_listed_target_never_scraped_is_named_and_keeps_the_cutover_blind() {
+        let (mut core, m) = core_with(&[A]);
+        assert_eq!(core.ledger.listed_unscraped().count(), 1);
+        let (status, _) = evaluate(&mut core, &m, t(600));
+        let c = &status.cutovers[0];
+        assert_eq!(
+            (c.state, c.reason),
+            (State::Blind, Reason::TargetNeverScraped)
+        );
+        assert_eq!(c.blocking_instances, [A]);
+        assert_eq!(status.targets.len(), 1);
+        assert!(!status.targets[0].up && status.targets[0].last_scrape.is_none());
+    }
+
+    #[test]
+    fn a_first_good_scrape_marks_the_target_up_and_starts_its_ledger() {
+        let (mut core, m) = core_with(&[A]);
+        scrape(&mut core, &m, t(10), page(3, true));
+        let h = &core.health[A];
+        assert!(h.up);
+        assert_eq!(h.last_success, Some(t(10)));
+        assert_eq!(h.kubernetes_version.as_deref(), Some("v1.30.2"));
+        assert_eq!(core.ledger.listed_unscraped().count(), 0);
+        assert_eq!(core.ledger.family_total(LEGACY), 3);
+    }
+
+    #[test]
+    fn failed_scrapes_mark_the_target_down_and_count_until_a_success() {
+        let (mut core, m) = core_with(&[A]);
+        scrape(&mut core, &m, t(10), refused());
+        scrape(&mut core, &m, t(70), refused());
+        let h = &core.health[A];
+        assert!(!h.up);
+        assert_eq!(h.last_error, Some(ScrapeErrorKind::Connect));
+        assert_eq!(h.last_error_detail.as_deref(), Some("connection refused"));
+        assert_eq!((h.consecutive_failures, h.last_scrape), (2, Some(t(70))));
+        scrape(&mut core, &m, t(130), page(3, true));
+        let h = &core.health[A];
+        assert!(h.up && h.last_error.is_none());
+        assert_eq!(h.consecutive_failures, 0);
+    }
+
+    #[test]
+    fn an_incomplete_page_is_a_failure_and_is_not_recorded() {
+        let (mut core, m) = core_with(&[A]);
+        scrape(&mut core, &m, t(10), page(3, true));
+        // The same process, without a series its last page had.
+        scrape(&mut core, &m, t(70), page(9, false));
+        let h = &core.health[A];
+        assert!(!h.up);
+        assert_eq!(h.last_error, Some(ScrapeErrorKind::IncompletePage));
+        assert_eq!(h.consecutive_failures, 1);
+        assert_eq!(core.ledger.family_total(LEGACY), 3, "not recorded");
+        assert_eq!(core.ledger.instance(A).unwrap().last_seen(), t(10));
+    }
+
+    #[test]
+    fn a_clock_step_back_is_counted_once() {
+        let (mut core, m) = core_with(&[A]);
+        let steps = |m: &Metrics| {
+            let text = m.render().expect("metrics render");
+            text.lines()
+                .find_map(|l| l.strip_prefix("cutover_clock_steps_back_total "))
+                .map(str::to_owned)
+        };
+        scrape(&mut core, &m, t(60), page(3, true));
+        assert_eq!(steps(&m).as_deref(), Some("0"));
+        scrape(&mut core, &m, t(30), page(3, true));
+        assert!(core.clock_skewed);
+        assert!(
+            core.health[A].up,
+            "the sample is recorded after the last one"
+        );
+        scrape(&mut core, &m, t(120), page(4, true));
+        assert!(
+            !core.clock_skewed,
+            "the episode ends once the clock caught up"
+        );
+        assert_eq!(steps(&m).as_deref(), Some("1"));
+        assert_eq!(core.ledger.family_total(LEGACY), 4);
+    }
+
+    #[test]
+    fn a_departing_target_leaves_health_and_its_ledger_is_closed() {
+        let (mut core, m) = core_with(&[A, B]);
+        scrape(&mut core, &m, t(10), page(3, true));
+        core.set_targets(&names(&[B]), t(120), &m);
+        assert!(!core.health.contains_key(A));
+        assert_eq!(core.ledger.instance(A).unwrap().gone_at(), Some(t(120)));
+        // A scrape that was under way when it left records nothing.
+        scrape(&mut core, &m, t(125), refused());
+        assert!(!core.health.contains_key(A));
+        let (status, _) = evaluate(&mut core, &m, t(130));
+        let listed: Vec<&str> = status.targets.iter().map(|h| h.instance.as_str()).collect();
+        assert_eq!(listed, [B]);
+    }
+
+    #[test]
+    fn a_departed_target_listed_again_is_a_target_again() {
+        let (mut core, m) = core_with(&[A]);
+        scrape(&mut core, &m, t(10), refused());
+        core.set_targets(&[], t(120), &m);
+        core.set_targets(&names(&[A]), t(180), &m);
+        let h = &core.health[A];
+        assert_eq!(
+            (h.up, h.consecutive_failures, h.last_error),
+            (false, 0, None)
+        );
+        // Never scraped successfully: listed again, not gone.
+        let listed: Vec<_> = core.ledger.listed_unscraped().collect();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].1.gone_at, None);
+    }
+
+    #[test]
+    fn a_scraped_target_listed_again_reopens_its_ledger() {
+        let (mut core, m) = core_with(&[A]);
+        scrape(&mut core, &m, t(10), page(3, true));
+        core.set_targets(&[], t(120), &m);
+        core.set_targets(&names(&[A]), t(180), &m);
+        assert!(core.health.contains_key(A));
+        assert_eq!(core.ledger.instance(A).unwrap().gone_at(), None);
     }
 
     #[test]
@@ -313,5 +501,55 @@ window = "{window}"
             Duration::from_secs(14 * 86_400 + 3_600)
         );
         assert_eq!(core.ledger.listed_unscraped().count(), 1);
+    }
+
+    #[test]
+    fn a_resumed_core_keeps_its_verdicts_and_closes_instances_that_left_meanwhile() {
+        let (mut core, m) = core_with(&[A]);
+        scrape(&mut core, &m, t(10), page(3, true));
+        let (_, first) = evaluate(&mut core, &m, t(60));
+        assert_eq!(first.len(), 1);
+        let snapshot = core.snapshot(t(60));
+        assert_eq!(snapshot.saved_at, t(60));
+        let mut resumed = Core::start(&config("1h"), Some(snapshot));
+        // A left while the daemon was down; B is new.
+        resumed.set_targets(&names(&[B]), t(300), &m);
+        assert_eq!(resumed.ledger.instance(A).unwrap().gone_at(), Some(t(300)));
+        assert_eq!(resumed.ledger.family_total(LEGACY), 3);
+        let (status, again) = evaluate(&mut resumed, &m, t(310));
+        let c = &status.cutovers[0];
+        assert_eq!(c.since, t(60), "the tracker resumed");
+        assert!(again.iter().all(|tr| tr.from.is_some()), "{again:?}");
+    }
+
+    #[test]
+    fn evaluation_emits_each_transition_once_and_reports_the_status() {
+        let (mut core, m) = core_with(&[A]);
+        let (_, first) = evaluate(&mut core, &m, t(60));
+        assert_eq!(first.len(), 1);
+        assert_eq!((first[0].from, first[0].to), (None, State::Blind));
+        assert_eq!(first[0].cutover, "legacy-tokens");
+        let (_, second) = evaluate(&mut core, &m, t(120));
+        assert!(second.is_empty(), "{second:?}");
+        scrape(&mut core, &m, t(130), page(3, true));
+        scrape(&mut core, &m, t(190), page(5, true));
+        let (status, third) = evaluate(&mut core, &m, t(200));
+        assert_eq!(status.evaluated_at, Some(t(200)));
+        assert_eq!(status.cutovers.len(), 1);
+        let c = &status.cutovers[0];
+        assert_eq!((c.state, c.increase), (State::InUse, 2));
+        assert_eq!(third.len(), 1);
+        assert_eq!(
+            (third[0].from, third[0].to),
+            (Some(State::Blind), State::InUse)
+        );
+        let legacy = status
+            .kinds
+            .iter()
+            .find(|k| k.kind == TokenKind::Legacy)
+            .unwrap();
+        assert_eq!(legacy.total, 5);
+        assert_eq!(status.kinds.len(), TokenKind::ALL.len());
+        assert!(status.targets[0].up);
     }
 }
