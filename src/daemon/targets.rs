@@ -77,14 +77,6 @@ pub(super) fn discover(
                 .or_insert_with(|| Arc::new(TokenFile::new(path.clone()))),
         )
     };
-    struct StaticSource {
-        instance: String,
-        host_port: String,
-        path: String,
-        server_name: String,
-        ca_file: PathBuf,
-        token: Arc<TokenFile>,
-    }
     enum Source {
         Kubernetes {
             discovery: Discovery,
@@ -169,39 +161,10 @@ pub(super) fn discover(
                         (None, config.scrape.interval.min(*refresh))
                     }
                 },
-                Source::Static(list) => {
-                    // A static target is listed whether its name resolves or
-                    // not: one that does not is a target that is down.
-                    let mut targets = Vec::new();
-                    for t in list {
-                        let endpoint = match resolver.resolve(&t.host_port).await {
-                            Ok(addr) => {
-                                if unresolved.remove(&t.instance) {
-                                    info!(instance = %t.instance, %addr, "static target resolves again");
-                                }
-                                Ok(Target {
-                                    instance: t.instance.clone(),
-                                    addr,
-                                    server_name: t.server_name.clone(),
-                                    path: t.path.clone(),
-                                    ca_file: t.ca_file.clone(),
-                                    token: Arc::clone(&t.token),
-                                })
-                            }
-                            Err(e) => {
-                                if unresolved.insert(t.instance.clone()) {
-                                    warn!(instance = %t.instance, error = %e, "static target does not resolve; it stays a target, down, until it does");
-                                }
-                                Err(e)
-                            }
-                        };
-                        targets.push(Listed {
-                            instance: t.instance.clone(),
-                            endpoint,
-                        });
-                    }
-                    (Some(targets), STATIC_REFRESH)
-                }
+                Source::Static(list) => (
+                    Some(resolve_static(list, &resolver, &mut unresolved).await),
+                    STATIC_REFRESH,
+                ),
             };
             if let Some(mut targets) = targets {
                 targets.sort_by(|a, b| a.instance.cmp(&b.instance));
@@ -222,6 +185,57 @@ pub(super) fn discover(
             shared.clock.sleep(next).await;
         }
     })
+}
+
+/// A static target as configured: its label, and what scraping it needs
+/// once its host name resolves.
+struct StaticSource {
+    instance: String,
+    host_port: String,
+    path: String,
+    server_name: String,
+    ca_file: PathBuf,
+    token: Arc<TokenFile>,
+}
+
+/// Resolves the host names of the static targets. A static target is listed
+/// whether its name resolves or not: one that does not is a target that is
+/// down. `unresolved` holds the names that did not resolve last time, so a
+/// failure and the recovery are each logged once.
+async fn resolve_static(
+    list: &[StaticSource],
+    resolver: &Resolver,
+    unresolved: &mut BTreeSet<String>,
+) -> Vec<Listed> {
+    let mut targets = Vec::new();
+    for t in list {
+        let endpoint = match resolver.resolve(&t.host_port).await {
+            Ok(addr) => {
+                if unresolved.remove(&t.instance) {
+                    info!(instance = %t.instance, %addr, "static target resolves again");
+                }
+                Ok(Target {
+                    instance: t.instance.clone(),
+                    addr,
+                    server_name: t.server_name.clone(),
+                    path: t.path.clone(),
+                    ca_file: t.ca_file.clone(),
+                    token: Arc::clone(&t.token),
+                })
+            }
+            Err(e) => {
+                if unresolved.insert(t.instance.clone()) {
+                    warn!(instance = %t.instance, error = %e, "static target does not resolve; it stays a target, down, until it does");
+                }
+                Err(e)
+            }
+        };
+        targets.push(Listed {
+            instance: t.instance.clone(),
+            endpoint,
+        });
+    }
+    targets
 }
 
 /// How often the names of static targets are resolved again.
