@@ -7,6 +7,8 @@
 //! peak heap of extraction. Without `--bench` (the test runner builds and runs
 //! every target) it does a quick smoke run on a small in-process page.
 
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a benchmark may do I/O
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,10 @@
 //! The `cutover-auditor` binary: a thin command-line shell over the library.
 
+// Shell (I/O allowed, see clippy.toml): files, environment, clock, exit.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Write};

@@ -1,5 +1,5 @@
 //! The daemon's status as plain data: what every human and machine surface
-//! (`/api/v1/status`, the status page, `check`) shows.
+//! (`/api/v1/status`, the status page, the Alertmanager push) shows.
 
 use std::fmt;
 use std::time::Duration;

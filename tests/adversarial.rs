@@ -6,6 +6,8 @@
 //! against the simulator's ground truth for every moment it lasted: never
 //! `ready` while a use inside the window went unseen.
 
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test may do I/O
+
 #[path = "support/daemon.rs"]
 mod support;
 

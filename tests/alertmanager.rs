@@ -5,6 +5,8 @@
 //! A missing Alertmanager fails these tests instead of skipping them:
 //! `tests/run-all.sh` installs it.
 
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test may do I/O
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

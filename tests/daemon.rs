@@ -4,6 +4,8 @@
 //! the ground truth has a use inside the window; and its state file carries
 //! evidence across its own restarts.
 
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test may do I/O
+
 #[path = "support/daemon.rs"]
 mod support;
 

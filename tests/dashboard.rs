@@ -7,6 +7,8 @@
 //! That every query returns data is proven against a live Prometheus
 //! elsewhere, with the queries of `support/dashboard_queries.rs`.
 
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test may do I/O
+
 #[path = "support/dashboard_queries.rs"]
 mod dashboard_queries;
 

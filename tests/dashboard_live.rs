@@ -2,6 +2,8 @@
 //! loopback port) scraping a running daemon on the simulator: every panel
 //! query, with its variables substituted, returns data.
 
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test may do I/O
+
 #[path = "support/dashboard_queries.rs"]
 mod dashboard_queries;
 #[path = "support/daemon.rs"]

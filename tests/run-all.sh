@@ -31,5 +31,39 @@ command -v kubectl >/dev/null ||
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 
 cargo fmt --all -- --check
+
+# Purity (ARCHITECTURE.md, "The core does no I/O"): clippy.toml disallows the
+# clock, the disk, the network, the environment and processes everywhere;
+# shell files opt out one at a time. An opt-out must not reach the core: none
+# on a crate root or a mod.rs (it would cover every child module), none on a
+# `mod` line whose module has children, none at the top of a core file.
+purity_fail=0
+for f in src/lib.rs $(find src -name mod.rs); do
+  if grep -n '^#!\[allow(.*clippy::disallowed_' "$f"; then
+    echo "run-all: $f exempts all its child modules from the purity lints; allow the shell items or files instead"
+    purity_fail=1
+  fi
+done
+for core in exposition ledger window verdict status inspect families time endpointslice \
+  config status_page simulator/world simulator/page simulator/scenario daemon/core; do
+  f="src/$core.rs"
+  if [ -f "$f" ] && grep -n '^#!\[allow(.*clippy::disallowed_' "$f"; then
+    echo "run-all: $f is core (ARCHITECTURE.md) and must not opt out of the purity lints"
+    purity_fail=1
+  fi
+done
+while IFS= read -r hit; do
+  f="${hit%%:*}"
+  name="$(sed -E 's/.*mod ([a-z_0-9]+);.*/\1/' <<<"$hit")"
+  case "$f" in */lib.rs | */main.rs | */mod.rs) dir="$(dirname "$f")" ;; *) dir="${f%.rs}" ;; esac
+  if [ -d "$dir/$name" ]; then
+    echo "run-all: $hit exempts the child modules of $dir/$name from the purity lints"
+    purity_fail=1
+  fi
+done < <(grep -rn -A3 '^\s*#\[allow(.*clippy::disallowed_' src --include='*.rs' |
+  grep -E '^[^:]+-[0-9]+-\s*(pub(\([a-z]+\))? )?mod [a-z_0-9]+;' |
+  sed -E 's/^([^:]+)-([0-9]+)-/\1:\2:/')
+[ "$purity_fail" = 0 ] || exit 1
+
 cargo clippy --all-targets --locked -- -D warnings
 cargo nextest run --locked --all-targets --no-fail-fast

@@ -252,6 +252,8 @@ impl Scenario {
     }
 
     /// Reads, parses and validates a scenario file.
+    // Shell: the one file reader of this otherwise pure module.
+    #[allow(clippy::disallowed_methods)]
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
             path: path.display().to_string(),
