@@ -48,9 +48,6 @@ pub mod alerting;
 pub mod clock;
 pub mod config;
 pub mod credentials;
-// Until the split into a directory lands, the whole module is exempt from
-// the purity lints; then only its shell files carry the allow, not `core`.
-#[allow(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod daemon;
 pub mod discovery;
 pub mod endpointslice;
