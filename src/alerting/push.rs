@@ -10,9 +10,10 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::desired::{Alert, FirstSeen, desired, rfc3339};
+use super::desired::{Alert, FirstSeen, desired};
 use crate::clock::Clock;
 use crate::config::AlertmanagerConfig;
+use crate::gofmt::rfc3339;
 use crate::metrics::Metrics;
 use crate::status::Status;
 use crate::time::Timestamp;
