@@ -1,7 +1,10 @@
 //! Numbers and times as Go prints them, so what the auditor writes reads like
 //! what Prometheus and client_golang write: the template functions of
 //! Prometheus' alert annotations (`humanize`, `humanizePercentage`,
-//! `humanizeDuration`, `humanizeTimestamp`) and Go's `%.4g`.
+//! `humanizeDuration`, `humanizeTimestamp`, with Go's `%.4g`) and the float
+//! format of client_golang's pages (`strconv.FormatFloat(v, 'g', -1, 64)`),
+//! which the simulator's page generator writes. One float formatter,
+//! [`go_g`], serves both.
 
 use std::time::Duration;
 
@@ -10,7 +13,7 @@ use crate::time::Timestamp;
 /// `humanize`: SI prefixes and four significant digits (`42`, `1.235k`, `500m`).
 pub fn humanize(v: f64) -> String {
     if v == 0.0 || !v.is_finite() {
-        return go_g4(v);
+        return go_g(v, Some(4));
     }
     let mut v = v;
     let mut prefix = "";
@@ -31,7 +34,7 @@ pub fn humanize(v: f64) -> String {
             v *= 1000.0;
         }
     }
-    format!("{}{prefix}", go_g4(v))
+    format!("{}{prefix}", go_g(v, Some(4)))
 }
 
 /// `humanizePercentage`: a ratio as `humanize` of its percentage.
@@ -51,9 +54,9 @@ pub fn humanize_duration(d: Duration) -> String {
     } else if minutes != 0 {
         format!("{minutes}m {seconds}s")
     } else if secs >= 1 || d.is_zero() {
-        format!("{}s", go_g4(d.as_secs_f64()))
+        format!("{}s", go_g(d.as_secs_f64(), Some(4)))
     } else {
-        format!("{}ms", go_g4(d.as_secs_f64() * 1000.0))
+        format!("{}ms", go_g(d.as_secs_f64() * 1000.0, Some(4)))
     }
 }
 
@@ -102,33 +105,52 @@ fn civil(t: Timestamp) -> (String, String, i64) {
     )
 }
 
-/// Go's `%.4g`: four significant digits, trailing zeros dropped, exponent
-/// form below 1e-4 and from 1e4 on.
-pub fn go_g4(v: f64) -> String {
+/// A float as client_golang puts it on a `/metrics` page: Go's
+/// `strconv.FormatFloat(v, 'g', -1, 64)` (`1.78246873027e+09`, `0.005`, `+Inf`).
+pub fn go_float(v: f64) -> String {
+    go_g(v, None)
+}
+
+/// Go's `strconv.FormatFloat(v, 'g', precision, 64)`, which is also what
+/// `fmt`'s `%g` and `%.Ng` print: `precision` significant digits (`Some(4)` is
+/// the `%.4g` of Prometheus' templates; `Some(0)` counts as 1), or `None` for
+/// the fewest digits that read back as `v`. Trailing zeros are dropped; the
+/// exponent form (`1e+06`, `1.25e-05`, at least two exponent digits) is used
+/// below 1e-4 and from 1e`precision` on, 1e6 for the shortest form.
+/// Non-finite values print as Go's `NaN`, `+Inf` and `-Inf`; a negative zero
+/// prints as `0` (Go writes `-0`).
+pub fn go_g(v: f64, precision: Option<usize>) -> String {
     if v.is_nan() {
         return "NaN".into();
     }
     if v.is_infinite() {
-        return if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        };
+        return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
     }
     if v == 0.0 {
         return "0".into();
     }
-    // Rounding to four digits first gives the exponent Go decides on.
-    let sci = format!("{v:.3e}");
+    let digits = precision.map(|p| p.max(1));
+    // Rounding to the digits first gives the exponent Go decides on.
+    let sci = match digits {
+        Some(d) => format!("{v:.*e}", d - 1),
+        None => format!("{v:e}"),
+    };
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
-    if !(-4..4).contains(&exp) {
+    let exponent_from = digits.map_or(6, |d| i32::try_from(d).unwrap_or(i32::MAX));
+    if exp < -4 || exp >= exponent_from {
         let mantissa = trim_fraction(mantissa);
         let sign = if exp < 0 { '-' } else { '+' };
-        return format!("{mantissa}e{sign}{:02}", exp.abs());
+        return format!("{mantissa}e{sign}{:02}", exp.unsigned_abs());
     }
-    let decimals = usize::try_from(3 - exp).unwrap_or(0);
-    trim_fraction(&format!("{v:.decimals$}")).to_owned()
+    match digits {
+        Some(_) => {
+            let decimals = usize::try_from(exponent_from - 1 - exp).unwrap_or(0);
+            trim_fraction(&format!("{v:.decimals$}")).to_owned()
+        }
+        // Rust's shortest round-trip form, without an exponent.
+        None => format!("{v}"),
+    }
 }
 
 fn trim_fraction(s: &str) -> &str {
@@ -144,6 +166,51 @@ mod tests {
     use super::*;
 
     const DAY: Duration = Duration::from_secs(86_400);
+
+    /// Values as Go prints them: `strconv.FormatFloat(v, 'g', -1, 64)` (what
+    /// client_golang writes) and `fmt.Sprintf("%.4g", v)` (Prometheus' templates).
+    #[test]
+    fn floats_are_formatted_like_go() {
+        let cases: &[(f64, &str, &str)] = &[
+            (0.0, "0", "0"),
+            (1.0, "1", "1"),
+            (1.5, "1.5", "1.5"),
+            (-2.5, "-2.5", "-2.5"),
+            (0.005, "0.005", "0.005"),
+            (192.0, "192", "192"),
+            (1000.0, "1000", "1000"),
+            // An exact tie rounds to even, as Go does.
+            (12_345.0, "12345", "1.234e+04"),
+            (9999.5, "9999.5", "1e+04"),
+            (123_456.0, "123456", "1.235e+05"),
+            (1e6, "1e+06", "1e+06"),
+            (1_234_567.0, "1.234567e+06", "1.235e+06"),
+            (1.234_567_8e9, "1.2345678e+09", "1.235e+09"),
+            (1.782_468_730_27e9, "1.78246873027e+09", "1.782e+09"),
+            (
+                9_007_199_254_740_992.0,
+                "9.007199254740992e+15",
+                "9.007e+15",
+            ),
+            (u64::MAX as f64, "1.8446744073709552e+19", "1.845e+19"),
+            (1e21, "1e+21", "1e+21"),
+            (1e100, "1e+100", "1e+100"),
+            (0.0001, "0.0001", "0.0001"),
+            (0.000_123_456, "0.000123456", "0.0001235"),
+            (1e-5, "1e-05", "1e-05"),
+            (0.000_012_5, "1.25e-05", "1.25e-05"),
+            (f64::NAN, "NaN", "NaN"),
+            (f64::INFINITY, "+Inf", "+Inf"),
+            (f64::NEG_INFINITY, "-Inf", "-Inf"),
+        ];
+        for (v, shortest, g4) in cases {
+            assert_eq!(go_float(*v), *shortest, "FormatFloat({v}, 'g', -1)");
+            assert_eq!(go_g(*v, None), *shortest, "go_g({v}, None)");
+            assert_eq!(go_g(*v, Some(4)), *g4, "%.4g of {v}");
+        }
+        assert_eq!(go_g(1.5, Some(0)), "2", "%.0g rounds to one digit");
+        assert_eq!(go_g(123.456, Some(6)), "123.456");
+    }
 
     #[test]
     fn prometheus_number_formats() {
@@ -161,8 +228,6 @@ mod tests {
         for (v, want) in cases {
             assert_eq!(humanize(*v), *want, "humanize({v})");
         }
-        assert_eq!(go_g4(12_345.0), "1.234e+04");
-        assert_eq!(go_g4(0.000_012_5), "1.25e-05");
         assert_eq!(humanize_percentage(1.0), "100%");
         assert_eq!(humanize_percentage(0.5), "50%");
 
