@@ -53,6 +53,7 @@ pub mod discovery;
 pub mod endpointslice;
 pub mod exposition;
 pub mod families;
+pub mod gofmt;
 pub mod inspect;
 pub mod ledger;
 pub mod metrics;

@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 
 use crate::families::{BUILD_INFO, PROCESS_START_TIME, RESET_SENTINEL, TokenKind};
+use crate::gofmt::go_float;
 
 use super::scenario::{KubeVersion, OutageMode};
 use super::world::InstanceView;
@@ -272,29 +273,6 @@ pub fn help(kind: TokenKind, v: KubeVersion) -> String {
     format!("[{level}] {text}")
 }
 
-/// A float as Go's `strconv.FormatFloat(v, 'g', -1, 64)` writes it, which is
-/// what client_golang puts on the page (`1.78246873027e+09`, `0.005`, `+Inf`).
-pub fn go_float(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".to_string();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 { "+Inf" } else { "-Inf" }.to_string();
-    }
-    if v == 0.0 {
-        return "0".to_string();
-    }
-    let sci = format!("{v:e}");
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    if !(-4..6).contains(&exp) {
-        let sign = if exp < 0 { '-' } else { '+' };
-        format!("{mantissa}e{sign}{:02}", exp.abs())
-    } else {
-        format!("{v}")
-    }
-}
-
 const DURATION_BUCKETS: [f64; 23] = [
     0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0,
     10.0, 15.0, 20.0, 30.0, 45.0, 60.0,
@@ -397,26 +375,6 @@ impl Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn check(v: f64, expected: &str) {
-        assert_eq!(go_float(v), expected, "{v}");
-    }
-
-    #[test]
-    fn floats_are_formatted_like_go() {
-        check(1.78246873027e9, "1.78246873027e+09");
-        check(1_234_567.0, "1.234567e+06");
-        check(123_456.0, "123456");
-        check(0.005, "0.005");
-        check(0.0001, "0.0001");
-        check(0.00001, "1e-05");
-        check(1e6, "1e+06");
-        check(192.0, "192");
-        check(0.0, "0");
-        check(f64::INFINITY, "+Inf");
-        check(f64::NAN, "NaN");
-        check(-2.5, "-2.5");
-    }
 
     #[test]
     fn help_prefix_follows_the_version() {
