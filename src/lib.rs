@@ -41,9 +41,6 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-// Until the split into a directory lands, the whole module is exempt from
-// the purity lints; then only its push shell carries the allow.
-#[allow(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod alerting;
 pub mod clock;
 pub mod config;

@@ -267,6 +267,8 @@ fn or_unknown(value: Option<String>) -> String {
 }
 
 #[cfg(test)]
+// The tests compare with the rules file on disk.
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
     use crate::status::{KindUses, ScrapeErrorKind};
