@@ -30,7 +30,10 @@ pub(super) async fn supervise_scrapers(
 ) {
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut running: BTreeMap<String, (Option<SocketAddr>, AbortHandle)> = BTreeMap::new();
-    let watch = Watch::default_families();
+    let watch = Watch::default_families().with_series_limits(
+        shared.config.scrape.max_series_per_family,
+        shared.config.scrape.max_series_per_page,
+    );
     loop {
         let targets = targets_rx.borrow_and_update().clone();
         if let Some(targets) = targets {
