@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::credentials::{TokenFile, read_ca_bundle};
+use crate::cutover::BuiltinCutover;
 use crate::verdict::{CutoverSpec, DEFAULT_TOLERANCE};
 
 /// The validated configuration.
@@ -201,13 +202,6 @@ fn short_duration(d: Duration) -> String {
         s => format!("{s}s"),
     }
 }
-
-/// The names of the built-in cutovers, in order.
-pub const CUTOVER_NAMES: [&str; 3] = [
-    "legacy-tokens",
-    "legacy-auto-tokens",
-    "token-expiry-extension",
-];
 
 impl Config {
     /// Reads and validates a config file; `env` looks up environment variables.
@@ -497,28 +491,22 @@ impl RawConfig {
 
         let mut cutovers = Vec::new();
         for name in self.cutovers.keys() {
-            if !CUTOVER_NAMES.contains(&name.as_str()) {
+            if BuiltinCutover::from_label(name).is_none() {
+                let known: Vec<&str> = BuiltinCutover::ALL.iter().map(|c| c.label()).collect();
                 p.add(
                     &format!("cutovers.{name}"),
-                    format!(
-                        "unknown cutover; known ones are {}",
-                        CUTOVER_NAMES.join(", ")
-                    ),
+                    format!("unknown cutover; known ones are {}", known.join(", ")),
                 );
             }
         }
-        for name in CUTOVER_NAMES {
+        for cutover in BuiltinCutover::ALL {
+            let name = cutover.label();
             let raw = self.cutovers.get(name);
             let key = |k: &str| format!("cutovers.{name}.{k}");
-            let default_window = if name == "token-expiry-extension" {
-                86_400
-            } else {
-                7 * 86_400
-            };
             let window = p.duration(
                 &key("window"),
                 raw.and_then(|r| r.window.as_deref()),
-                Duration::from_secs(default_window),
+                cutover.default_window(),
             );
             // One scrape round: the time since the last scrape (up to an
             // interval, plus a scrape in flight) is always unobserved, so a
@@ -554,11 +542,7 @@ impl RawConfig {
                 p.add(&key("window"), "must span at least two scrape intervals");
             }
             if raw.and_then(|r| r.enabled).unwrap_or(true) {
-                cutovers.push(match name {
-                    "legacy-tokens" => CutoverSpec::legacy_tokens(window, tolerance),
-                    "legacy-auto-tokens" => CutoverSpec::legacy_auto_tokens(window, tolerance),
-                    _ => CutoverSpec::token_expiry_extension(window, tolerance),
-                });
+                cutovers.push(cutover.spec(window, tolerance));
             }
         }
 

@@ -45,6 +45,7 @@ pub mod alerting;
 pub mod clock;
 pub mod config;
 pub mod credentials;
+pub mod cutover;
 pub mod daemon;
 pub mod discovery;
 pub mod endpointslice;

@@ -21,14 +21,7 @@ use crate::ledger::Ledger;
 use crate::status::ScrapeErrorKind;
 use crate::time::Timestamp;
 use crate::verdict::{CutoverSpec, Reason, State, Verdict};
-
-/// The standard windows of `cutover_token_uses_increase`.
-pub const INCREASE_WINDOWS: [(&str, Duration); 4] = [
-    ("5m", Duration::from_secs(300)),
-    ("1h", Duration::from_secs(3_600)),
-    ("24h", Duration::from_secs(86_400)),
-    ("7d", Duration::from_secs(7 * 86_400)),
-];
+use crate::window::IncreaseWindow;
 
 /// The auditor's metrics.
 pub struct Metrics {
@@ -246,7 +239,7 @@ impl Metrics {
                 .with_label_values(&[&spec.name])
                 .set(spec.window.as_secs_f64());
             self.regressions.with_label_values(&[&spec.name]);
-            self.set_state(&spec.name, State::Blind, Reason::NoTargets);
+            self.set_state(spec.name.as_str(), State::Blind, Reason::NoTargets);
             self.ready_in
                 .with_label_values(&[&spec.name])
                 .set(f64::INFINITY);
@@ -308,10 +301,10 @@ impl Metrics {
                 &self.token_uses.with_label_values(&[kind.label()]),
                 ledger.family_total(family),
             );
-            for (window, length) in INCREASE_WINDOWS {
-                let increase = ledger.family_increase(family, now - length);
+            for window in IncreaseWindow::ALL {
+                let increase = ledger.family_increase(family, now - window.duration());
                 self.token_increase
-                    .with_label_values(&[kind.label(), window])
+                    .with_label_values(&[kind.label(), window.label()])
                     .set(saturating_i64(increase));
             }
         }

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cutover::Cutover;
 use crate::ledger::Ledger;
 use crate::time::Timestamp;
 use crate::verdict::Tracker;
@@ -33,7 +34,7 @@ pub struct Snapshot {
     /// The counter ledger.
     pub ledger: Ledger,
     /// Verdict history per cutover.
-    pub trackers: BTreeMap<String, Tracker>,
+    pub trackers: BTreeMap<Cutover, Tracker>,
 }
 
 /// The outcome of reading the state file at start.

@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cutover::Cutover;
 use crate::families::TokenKind;
 use crate::time::Timestamp;
 use crate::verdict::{CutoverSpec, Reason, State, Verdict};
+use crate::window::IncreaseWindow;
 
 /// Why a scrape failed: a bounded set, exported as the `reason` label.
 /// Serialized as its [`label`](ScrapeErrorKind::label) (`http_403`), so
@@ -147,8 +149,8 @@ pub struct TargetHealth {
 /// One cutover's verdict as shown to people and tools.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CutoverStatus {
-    /// The cutover's name.
-    pub name: String,
+    /// The cutover (its name in JSON).
+    pub name: Cutover,
     /// Its window, in seconds.
     pub window_seconds: u64,
     /// The state.
@@ -236,11 +238,11 @@ pub struct KindUses {
 }
 
 impl KindUses {
-    /// The increase over the named standard window (`5m`, `1h`, `24h`, `7d`).
-    pub fn increase(&self, window: &str) -> Option<u64> {
+    /// The increase over one of the standard windows.
+    pub fn increase(&self, window: IncreaseWindow) -> Option<u64> {
         self.increases
             .iter()
-            .find(|(w, _)| w == window)
+            .find(|(w, _)| w == window.label())
             .map(|(_, n)| *n)
     }
 }

@@ -302,7 +302,7 @@ fn cutover_card(html: &mut String, c: &CutoverStatus, status: &Status, now: Time
         "<article class=\"card s-{label}\">\n<h2>{name}</h2>\n<div class=\"state\">{state}</div>\n\
          <p class=\"reason\">{reason}</p>\n<dl>\n",
         label = c.state.label(),
-        name = escape(&c.name),
+        name = escape(c.name.as_str()),
         reason = escape(&reason_sentence(c, status, now)),
     );
     let mut row = |term: &str, value: String| {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::families::TokenKind;
+use crate::cutover::{BuiltinCutover, Cutover};
 use crate::ledger::{InstanceLedger, Ledger, unobserved_time};
 use crate::time::Timestamp;
 use crate::window::{self, Interval};
@@ -23,8 +23,8 @@ use crate::window::{self, Interval};
 /// What decides one cutover.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CutoverSpec {
-    /// Its name, the `cutover` label (`legacy-tokens`, ...).
-    pub name: String,
+    /// Which cutover: its name is the `cutover` label (`legacy-tokens`, ...).
+    pub name: Cutover,
     /// Families that must not increase inside the window.
     pub quiet: Vec<String>,
     /// A family that must increase inside the window for silence to mean
@@ -57,66 +57,27 @@ pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 impl CutoverSpec {
     /// `legacy-tokens`: Secret-based tokens must be unused (all versions).
     pub fn legacy_tokens(window: Duration, tolerance: Duration) -> CutoverSpec {
-        CutoverSpec {
-            name: "legacy-tokens".into(),
-            quiet: vec![TokenKind::Legacy.family().into()],
-            evidence: None,
-            window,
-            tolerance,
-            attribution: None,
-        }
+        BuiltinCutover::LegacyTokens.spec(window, tolerance)
     }
 
     /// `legacy-auto-tokens` (1.29+): auto-generated legacy tokens, valid or
     /// invalidated, must be unused.
     pub fn legacy_auto_tokens(window: Duration, tolerance: Duration) -> CutoverSpec {
-        CutoverSpec {
-            name: "legacy-auto-tokens".into(),
-            quiet: vec![
-                TokenKind::LegacyAuto.family().into(),
-                TokenKind::InvalidLegacyAuto.family().into(),
-            ],
-            evidence: None,
-            window,
-            tolerance,
-            // With --service-account-lookup=false, or tokens rejected before
-            // the lookup, legacy uses are counted but not split: they may be
-            // auto-generated ones.
-            attribution: Some(Attribution {
-                total: TokenKind::Legacy.family().into(),
-                parts: [
-                    TokenKind::LegacyAuto,
-                    TokenKind::LegacyManual,
-                    TokenKind::InvalidLegacyAuto,
-                ]
-                .iter()
-                .map(|k| k.family().into())
-                .collect(),
-            }),
-        }
+        BuiltinCutover::LegacyAutoTokens.spec(window, tolerance)
     }
 
     /// `token-expiry-extension`: no stale token used, while valid extended
     /// tokens prove that stale ones would have been counted.
     pub fn token_expiry_extension(window: Duration, tolerance: Duration) -> CutoverSpec {
-        CutoverSpec {
-            name: "token-expiry-extension".into(),
-            quiet: vec![TokenKind::Stale.family().into()],
-            evidence: Some(TokenKind::Valid.family().into()),
-            window,
-            tolerance,
-            attribution: None,
-        }
+        BuiltinCutover::TokenExpiryExtension.spec(window, tolerance)
     }
 
-    /// The three built-in cutovers with their production windows.
+    /// The built-in cutovers with their production windows.
     pub fn builtin() -> Vec<CutoverSpec> {
-        let week = Duration::from_secs(7 * 86_400);
-        vec![
-            CutoverSpec::legacy_tokens(week, DEFAULT_TOLERANCE),
-            CutoverSpec::legacy_auto_tokens(week, DEFAULT_TOLERANCE),
-            CutoverSpec::token_expiry_extension(Duration::from_secs(86_400), DEFAULT_TOLERANCE),
-        ]
+        BuiltinCutover::ALL
+            .iter()
+            .map(|c| c.spec(c.default_window(), DEFAULT_TOLERANCE))
+            .collect()
     }
 }
 
@@ -437,8 +398,8 @@ pub fn assess(spec: &CutoverSpec, ledger: &Ledger, now: Timestamp) -> Assessment
 /// A verdict: the assessment plus its history.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
-    /// The cutover's name.
-    pub cutover: String,
+    /// The cutover.
+    pub cutover: Cutover,
     /// The current assessment.
     pub assessment: Assessment,
     /// When the current state began.
@@ -452,8 +413,8 @@ pub struct Verdict {
 /// A change of state, for logs and alerts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transition {
-    /// The cutover's name.
-    pub cutover: String,
+    /// The cutover.
+    pub cutover: Cutover,
     /// The previous state; `None` on the first evaluation.
     pub from: Option<State>,
     /// The new state.
@@ -480,7 +441,7 @@ impl Tracker {
     /// Records an assessment made at `now`; returns the transition, if any.
     pub fn update(
         &mut self,
-        cutover: &str,
+        cutover: &Cutover,
         assessment: &Assessment,
         now: Timestamp,
     ) -> Option<Transition> {
@@ -503,7 +464,7 @@ impl Tracker {
         }
         self.current = Some((assessment.state, now));
         Some(Transition {
-            cutover: cutover.to_owned(),
+            cutover: cutover.clone(),
             from: previous,
             to: assessment.state,
             reason: assessment.reason,
@@ -512,9 +473,9 @@ impl Tracker {
     }
 
     /// The verdict for the latest assessment.
-    pub fn verdict(&self, cutover: &str, assessment: Assessment, now: Timestamp) -> Verdict {
+    pub fn verdict(&self, cutover: &Cutover, assessment: Assessment, now: Timestamp) -> Verdict {
         Verdict {
-            cutover: cutover.to_owned(),
+            cutover: cutover.clone(),
             since: self.current.map_or(now, |(_, since)| since),
             regressions: self.regressions,
             last_regression: self.last_regression,

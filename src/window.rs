@@ -9,6 +9,51 @@ use serde::{Deserialize, Serialize};
 
 use crate::time::Timestamp;
 
+/// The standard windows over which token uses are reported
+/// (`cutover_token_uses_increase{window}`, the status' `increases`), each
+/// spelled once here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum IncreaseWindow {
+    /// The last 5 minutes.
+    FiveMinutes,
+    /// The last hour.
+    Hour,
+    /// The last 24 hours.
+    Day,
+    /// The last 7 days.
+    Week,
+}
+
+impl IncreaseWindow {
+    /// Every window, shortest first.
+    pub const ALL: [IncreaseWindow; 4] = [
+        IncreaseWindow::FiveMinutes,
+        IncreaseWindow::Hour,
+        IncreaseWindow::Day,
+        IncreaseWindow::Week,
+    ];
+
+    /// The `window` label.
+    pub const fn label(self) -> &'static str {
+        match self {
+            IncreaseWindow::FiveMinutes => "5m",
+            IncreaseWindow::Hour => "1h",
+            IncreaseWindow::Day => "24h",
+            IncreaseWindow::Week => "7d",
+        }
+    }
+
+    /// Its length.
+    pub const fn duration(self) -> Duration {
+        match self {
+            IncreaseWindow::FiveMinutes => Duration::from_secs(300),
+            IncreaseWindow::Hour => Duration::from_secs(3_600),
+            IncreaseWindow::Day => Duration::from_secs(86_400),
+            IncreaseWindow::Week => Duration::from_secs(7 * 86_400),
+        }
+    }
+}
+
 /// A half-open interval of time `(from, to]`, as the increments of a counter
 /// between two samples are: what happened after `from`, up to and including `to`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -160,7 +160,7 @@ fn synthetic_page() -> (String, BTreeMap<String, &'static str>) {
             let mut verdicts = Vec::new();
             for spec in &specs {
                 let assessment = verdict::assess(spec, &ledger, now);
-                let tracker = trackers.entry(spec.name.clone()).or_default();
+                let tracker = trackers.entry(spec.name.to_string()).or_default();
                 tracker.update(&spec.name, &assessment, now);
                 verdicts.push(tracker.verdict(&spec.name, assessment, now));
             }
@@ -172,7 +172,7 @@ fn synthetic_page() -> (String, BTreeMap<String, &'static str>) {
         .iter()
         .map(|spec| {
             let a = verdict::assess(spec, &ledger, now);
-            (spec.name.clone(), a.state.label())
+            (spec.name.to_string(), a.state.label())
         })
         .collect();
     metrics.observe_scrape(A, Duration::from_millis(250), Ok(()));

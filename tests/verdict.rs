@@ -116,9 +116,10 @@ impl World {
         let now = Timestamp::from_secs(t);
         for spec in &self.specs {
             let a = verdict::assess(spec, &self.ledger, now);
-            let tracker = self.trackers.entry(spec.name.clone()).or_default();
+            let tracker = self.trackers.entry(spec.name.to_string()).or_default();
             if let Some(tr) = tracker.update(&spec.name, &a, now) {
-                self.transitions.push((t, tr.cutover, tr.to, tr.regression));
+                self.transitions
+                    .push((t, tr.cutover.to_string(), tr.to, tr.regression));
             }
         }
     }

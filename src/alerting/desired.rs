@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::cutover::{BuiltinCutover, Cutover};
 use crate::families::TokenKind;
 use crate::gofmt::{humanize, humanize_duration, humanize_percentage, humanize_timestamp};
 use crate::status::{CutoverStatus, Status, TargetHealth};
 use crate::time::Timestamp;
 use crate::verdict::State;
+use crate::window::IncreaseWindow;
 
 /// Where the rules' `runbook_url` annotations point; the alert name and `.md` follow.
 pub const RUNBOOK_BASE: &str =
@@ -111,8 +113,8 @@ fn cutover_alerts(c: &CutoverStatus, now: Timestamp, out: &mut Vec<Alert>) {
             let last_use = or_unknown(c.last_use.map(humanize_timestamp));
             let since = humanize_timestamp(c.since);
             let uses = humanize(c.increase as f64);
-            match name {
-                "legacy-tokens" | "legacy-auto-tokens" => out.push(alert(
+            match &c.name {
+                Cutover::Builtin(BuiltinCutover::LegacyTokens | BuiltinCutover::LegacyAutoTokens) => out.push(alert(
                     "LegacyServiceAccountTokensInUse",
                     "warning",
                     &[("cutover", name)],
@@ -123,7 +125,7 @@ fn cutover_alerts(c: &CutoverStatus, now: Timestamp, out: &mut Vec<Alert>) {
                          Removing or invalidating Secret-based tokens now would break these clients."
                     ),
                 )),
-                "token-expiry-extension" => out.push(alert(
+                Cutover::Builtin(BuiltinCutover::TokenExpiryExtension) => out.push(alert(
                     "StaleServiceAccountTokensInUse",
                     "warning",
                     &[("cutover", name)],
@@ -138,7 +140,10 @@ fn cutover_alerts(c: &CutoverStatus, now: Timestamp, out: &mut Vec<Alert>) {
                          after --service-account-extend-token-expiration=false."
                     ),
                 )),
-                _ => {}
+                // The rules file has in-use rules for the built-ins only; a
+                // custom cutover's state alerts (ready, blind, regressed)
+                // below apply to it like to any other.
+                Cutover::Custom(_) => {}
             }
         }
         State::Ready if held >= PENDING => out.push(alert(
@@ -220,18 +225,26 @@ fn scrape_failing(t: &TargetHealth, now: Timestamp, seen: &FirstSeen) -> Option<
 fn invalidated(status: &Status) -> Option<Alert> {
     let kind = TokenKind::InvalidLegacyAuto;
     let uses = status.kinds.iter().find(|k| k.kind == kind)?;
-    let recent = uses.increase("5m").filter(|n| *n > 0)?;
+    let recent = uses
+        .increase(IncreaseWindow::FiveMinutes)
+        .filter(|n| *n > 0)?;
     Some(alert(
         "InvalidatedLegacyTokensPresented",
         "critical",
-        &[("kind", kind.label()), ("window", "5m")],
+        &[
+            ("kind", kind.label()),
+            ("window", IncreaseWindow::FiveMinutes.label()),
+        ],
         "Clients present invalidated legacy ServiceAccount tokens and are being rejected.".into(),
         format!(
             "The apiservers rejected {} requests carrying legacy tokens whose Secret is labelled \
              kubernetes.io/legacy-token-invalid-since in the last 5m ({} in the last 1h). These \
              clients are failing now.",
             humanize(recent as f64),
-            or_unknown(uses.increase("1h").map(|n| humanize(n as f64))),
+            or_unknown(
+                uses.increase(IncreaseWindow::Hour)
+                    .map(|n| humanize(n as f64))
+            ),
         ),
     ))
 }

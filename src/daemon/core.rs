@@ -10,6 +10,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::cutover::Cutover;
 use crate::families::{self, TokenKind};
 use crate::ledger::{Ledger, Observation};
 use crate::metrics::Metrics;
@@ -18,6 +19,7 @@ use crate::state::{self, Snapshot};
 use crate::status::{CutoverStatus, KindUses, ScrapeErrorKind, Status, TargetHealth};
 use crate::time::Timestamp;
 use crate::verdict::{self, Assessment, CutoverSpec, Tracker, Transition};
+use crate::window::IncreaseWindow;
 
 /// Repeated failures of one target are logged at most this often (simulated time).
 const FAILURE_LOG_EVERY: Duration = Duration::from_secs(300);
@@ -25,7 +27,7 @@ const FAILURE_LOG_EVERY: Duration = Duration::from_secs(300);
 /// The state the core decides on, behind one lock.
 pub(super) struct Core {
     ledger: Ledger,
-    trackers: BTreeMap<String, Tracker>,
+    trackers: BTreeMap<Cutover, Tracker>,
     health: BTreeMap<String, TargetHealth>,
     /// Current targets, in order.
     targets: Vec<String>,
@@ -232,12 +234,12 @@ impl Core {
                 .map(|k| KindUses {
                     kind: *k,
                     total: self.ledger.family_total(k.family()),
-                    increases: crate::metrics::INCREASE_WINDOWS
+                    increases: IncreaseWindow::ALL
                         .iter()
-                        .map(|(w, d)| {
+                        .map(|w| {
                             (
-                                (*w).to_owned(),
-                                self.ledger.family_increase(k.family(), now - *d),
+                                w.label().to_owned(),
+                                self.ledger.family_increase(k.family(), now - w.duration()),
                             )
                         })
                         .collect(),
@@ -263,7 +265,7 @@ fn retention_for(config: &Config) -> crate::ledger::Retention {
         .cutovers
         .iter()
         .map(|c| c.window)
-        .chain(crate::metrics::INCREASE_WINDOWS.iter().map(|(_, d)| *d))
+        .chain(IncreaseWindow::ALL.iter().map(|w| w.duration()))
         .max()
         .unwrap_or_default();
     crate::ledger::Retention {

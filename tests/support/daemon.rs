@@ -258,7 +258,7 @@ impl Daemon {
             .filter_map(|e| match e {
                 Event::Transition { at, transition, .. } => Some((
                     *at,
-                    transition.cutover.clone(),
+                    transition.cutover.to_string(),
                     transition.from.map(|s| s.label().to_owned()),
                     transition.to.label().to_owned(),
                     transition.regression,
