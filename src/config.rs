@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use reqwest::Url;
 use serde::Deserialize;
 
 use crate::credentials::{TokenFile, read_ca_bundle};
@@ -64,8 +65,9 @@ pub enum Targets {
 /// In-cluster discovery settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KubernetesTargets {
-    /// The API server used for discovery (the Service address), `https://host:port`.
-    pub api_server: String,
+    /// The API server used for discovery (the Service address),
+    /// `https://host:port` (validated: https, a host, no path, no credentials).
+    pub api_server: Url,
     /// Bearer token file, re-read when it changes.
     pub token_file: PathBuf,
     /// CA bundle that signs the apiservers' certificates.
@@ -79,8 +81,9 @@ pub struct KubernetesTargets {
 /// One statically configured apiserver.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StaticTarget {
-    /// The `/metrics` URL (`https://host:port/metrics`).
-    pub url: String,
+    /// The `/metrics` URL (`https://host:port/metrics`; validated: https, a
+    /// host, no credentials, `/metrics` when no path was given).
+    pub url: Url,
     /// TLS server name to verify; defaults to `kubernetes`.
     pub server_name: String,
     /// CA bundle.
@@ -120,8 +123,9 @@ pub enum LogFormat {
 /// Alertmanager push settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AlertmanagerConfig {
-    /// Base URLs of every Alertmanager replica (`http://am:9093`).
-    pub urls: Vec<String>,
+    /// Base URLs of every Alertmanager replica (`http://am:9093`; validated:
+    /// http, a host, no credentials, no query).
+    pub urls: Vec<Url>,
     /// How often firing alerts are re-sent.
     pub resend_interval: Duration,
     /// Limit of one push.
@@ -395,29 +399,15 @@ impl Problems {
         }
     }
 
-    fn url(&mut self, key: &str, url: &str, schemes: &[&str]) {
-        let Some((scheme, rest)) = url.split_once("://") else {
-            self.add(
-                key,
-                format!("{url:?} is not a URL; write e.g. \"https://10.0.0.1:6443\""),
-            );
-            return;
-        };
-        if !schemes.contains(&scheme) {
-            self.add(
-                key,
-                format!(
-                    "scheme {scheme:?} is not allowed here; use {}",
-                    schemes.join(" or ")
-                ),
-            );
-        }
-        let authority = rest.split('/').next().unwrap_or_default();
-        if authority.is_empty() || authority.contains('@') || url.contains(char::is_whitespace) {
-            self.add(
-                key,
-                format!("{url:?} has no valid host (credentials in URLs are not allowed)"),
-            );
+    /// Parses a URL once, for every key that takes one: the typed value is
+    /// what the rest of the daemon uses.
+    fn url(&mut self, key: &str, text: &str, schemes: &[&str]) -> Option<Url> {
+        match parse_url(text, schemes) {
+            Ok(url) => Some(url),
+            Err(why) => {
+                self.add(key, why);
+                None
+            }
         }
     }
 }
@@ -577,11 +567,14 @@ impl RawConfig {
                     "must list at least one Alertmanager (every replica)",
                 );
             }
-            for (i, url) in am.urls.iter().enumerate() {
-                // The in-cluster Alertmanager Service speaks plain HTTP; there is
-                // no CA to verify an https one against.
-                p.url(&format!("alertmanager.urls[{i}]"), url, &["http"]);
-            }
+            // The in-cluster Alertmanager Service speaks plain HTTP; there is
+            // no CA to verify an https one against.
+            let urls: Vec<Url> = am
+                .urls
+                .iter()
+                .enumerate()
+                .filter_map(|(i, url)| p.url(&format!("alertmanager.urls[{i}]"), url, &["http"]))
+                .collect();
             let resend_interval = p.duration(
                 "alertmanager.resend_interval",
                 am.resend_interval.as_deref(),
@@ -593,11 +586,7 @@ impl RawConfig {
                 Duration::from_secs(10),
             );
             AlertmanagerConfig {
-                urls: am
-                    .urls
-                    .iter()
-                    .map(|u| u.trim_end_matches('/').to_owned())
-                    .collect(),
+                urls,
                 resend_interval,
                 timeout,
             }
@@ -656,11 +645,24 @@ impl RawTargets {
                         }
                     }
                 });
-                if !api_server.is_empty() {
-                    p.url("targets.kubernetes.api_server", &api_server, &["https"]);
-                }
+                let api_server = if api_server.is_empty() {
+                    None
+                } else {
+                    p.url("targets.kubernetes.api_server", &api_server, &["https"])
+                        .and_then(|url| {
+                            if matches!(url.path(), "" | "/") {
+                                Some(url)
+                            } else {
+                                p.add(
+                                    "targets.kubernetes.api_server",
+                                    format!("{api_server:?}: give only https://HOST:PORT, no path"),
+                                );
+                                None
+                            }
+                        })
+                };
                 Targets::Kubernetes(KubernetesTargets {
-                    api_server: api_server.trim_end_matches('/').to_owned(),
+                    api_server: api_server.unwrap_or_else(placeholder_url),
                     token_file: raw.token_file.unwrap_or_else(|| IN_CLUSTER_TOKEN.into()),
                     ca_file: raw.ca_file.unwrap_or_else(|| IN_CLUSTER_CA.into()),
                     server_name: raw.server_name.unwrap_or_else(|| "kubernetes".into()),
@@ -688,9 +690,9 @@ impl RawTargets {
                     .enumerate()
                     .map(|(i, raw)| {
                         let key = format!("targets.static[{i}].url");
-                        p.url(&key, &raw.url, &["https"]);
+                        let url = p.url(&key, &raw.url, &["https"]).map(with_metrics_path);
                         if !raw.allow_service_address.unwrap_or(false)
-                            && let Some(why) = service_address(&raw.url, env)
+                            && let Some(why) = url.as_ref().and_then(|u| service_address(u, env))
                         {
                             p.add(
                                 &key,
@@ -700,9 +702,9 @@ impl RawTargets {
                                 ),
                             );
                         }
-                        let url = with_metrics_path(&raw.url);
+                        let url = url.unwrap_or_else(placeholder_url);
                         if !seen.insert(url.clone()) {
-                            p.add(&key, format!("{url:?} is listed twice"));
+                            p.add(&key, format!("{:?} is listed twice", url.as_str()));
                         }
                         StaticTarget {
                             url,
@@ -725,16 +727,50 @@ impl RawTargets {
     }
 }
 
+/// Stands in for a URL that did not validate: the config is rejected
+/// anyway, with the problem named.
+fn placeholder_url() -> Url {
+    Url::parse("https://invalid.invalid/").expect("a constant URL parses")
+}
+
+/// The one URL parser of the configuration: `text` must be an absolute URL
+/// with one of `schemes`, a host, no credentials, no query and no fragment.
+/// The error says what is wrong.
+pub fn parse_url(text: &str, schemes: &[&str]) -> Result<Url, String> {
+    let example = match schemes.first() {
+        Some(&"http") => "\"http://alertmanager:9093\"",
+        _ => "\"https://10.0.0.1:6443\"",
+    };
+    let url = Url::parse(text.trim())
+        .map_err(|e| format!("{text:?} is not a URL ({e}); write e.g. {example}"))?;
+    if !schemes.contains(&url.scheme()) {
+        return Err(format!(
+            "scheme {:?} is not allowed here; use {}",
+            url.scheme(),
+            schemes.join(" or ")
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{text:?} has no host; write e.g. {example}"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "{text:?}: credentials in URLs are not allowed (use token_file)"
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "{text:?}: a query or fragment is not allowed; write e.g. {example}"
+        ));
+    }
+    Ok(url)
+}
+
 /// The host of a URL (`https://[::1]:6443/x` gives `::1`), lowercased,
 /// without a trailing dot.
-fn url_host(url: &str) -> Option<String> {
-    let (_, rest) = url.split_once("://")?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let authority = authority.rsplit('@').next()?;
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next()?,
-        None => authority.split(':').next()?,
-    };
+fn url_host(url: &Url) -> Option<String> {
+    let host = url.host_str()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
     let host = host.trim_end_matches('.').to_ascii_lowercase();
     (!host.is_empty()).then_some(host)
 }
@@ -742,7 +778,7 @@ fn url_host(url: &str) -> Option<String> {
 /// Why `url` names the `kubernetes` Service rather than one apiserver: its
 /// DNS names, or the ClusterIP the kubelet injects as
 /// `KUBERNETES_SERVICE_HOST`. `None` for anything else.
-fn service_address(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+fn service_address(url: &Url, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
     let host = url_host(url)?;
     if host == "kubernetes"
         || host == "kubernetes.default"
@@ -763,11 +799,10 @@ fn service_address(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<St
     same.then(|| format!("KUBERNETES_SERVICE_HOST is {service}"))
 }
 
-/// `https://host:port` becomes `https://host:port/metrics`; a URL with a path keeps it.
-fn with_metrics_path(url: &str) -> String {
-    let trimmed = url.trim_end_matches('/');
-    match trimmed.split_once("://") {
-        Some((_, rest)) if !rest.contains('/') => format!("{trimmed}/metrics"),
-        _ => trimmed.to_owned(),
-    }
+/// `https://host:port` becomes `https://host:port/metrics`; a URL with a
+/// path keeps it (without a trailing slash).
+fn with_metrics_path(mut url: Url) -> Url {
+    let path = url.path().trim_end_matches('/').to_owned();
+    url.set_path(if path.is_empty() { "/metrics" } else { &path });
+    url
 }

@@ -110,7 +110,7 @@ impl Discovery {
     /// certificate is verified for `server_name`; a host name is resolved
     /// and verified as itself. Only `ca_file` is trusted.
     pub fn new(
-        api_server: &str,
+        api_server: &reqwest::Url,
         server_name: &str,
         ca_file: &Path,
         token: Arc<TokenFile>,
@@ -231,15 +231,9 @@ impl Discovery {
 
 type Parsed = (String, Option<(String, SocketAddr)>, u16);
 
-fn parse_api_server(api_server: &str, server_name: &str) -> Result<Parsed, DiscoveryError> {
-    let bad = |why: &str| DiscoveryError::Config(format!("api_server {api_server:?}: {why}"));
-    let url = reqwest::Url::parse(api_server).map_err(|e| bad(&e.to_string()))?;
-    if url.scheme() != "https" {
-        return Err(bad("the scheme must be https"));
-    }
-    if !matches!(url.path(), "" | "/") || url.query().is_some() || !url.username().is_empty() {
-        return Err(bad("give only https://HOST:PORT"));
-    }
+/// Where to connect for a validated `api_server` ([`crate::config::parse_url`]).
+fn parse_api_server(url: &reqwest::Url, server_name: &str) -> Result<Parsed, DiscoveryError> {
+    let bad = |why: &str| DiscoveryError::Config(format!("api_server {:?}: {why}", url.as_str()));
     let port = url.port().unwrap_or(443);
     let host = url.host_str().ok_or_else(|| bad("no host"))?;
     let Ok(ip) = host
@@ -262,7 +256,9 @@ mod tests {
     #[test]
     fn api_server_urls() {
         let check = |url: &str, want: Result<&str, &str>| {
-            let got = parse_api_server(url, "kubernetes")
+            let got = crate::config::parse_url(url, &["https"])
+                .map_err(DiscoveryError::Config)
+                .and_then(|u| parse_api_server(&u, "kubernetes"))
                 .map(|(host, resolve, port)| {
                     let to = resolve.map(|(_, a)| a.to_string()).unwrap_or_default();
                     format!("{host}:{port} via {to}")
@@ -287,8 +283,11 @@ mod tests {
             "https://api.example.com:6443/",
             Ok("api.example.com:6443 via "),
         );
-        check("http://10.96.0.1:443", Err("scheme must be https"));
-        check("https://10.96.0.1/api", Err("only https://HOST:PORT"));
-        check("10.96.0.1:443", Err("api_server"));
+        // The configuration's one parser refuses what discovery cannot use.
+        check(
+            "http://10.96.0.1:443",
+            Err("scheme \"http\" is not allowed here"),
+        );
+        check("10.96.0.1:443", Err("is not a URL"));
     }
 }

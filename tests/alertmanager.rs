@@ -39,7 +39,10 @@ async fn alerts_reach_every_replica_resolve_and_survive_a_restart() {
 
     let metrics = Arc::new(Metrics::new("test").expect("metrics"));
     let config = AlertmanagerConfig {
-        urls: vec![a.url.clone(), format!("{}/", b.url)],
+        urls: vec![
+            a.url.parse().expect("a URL"),
+            format!("{}/", b.url).parse().expect("a URL"),
+        ],
         resend_interval: Duration::from_secs(60),
         timeout: Duration::from_secs(1),
     };
@@ -181,7 +184,10 @@ async fn a_hanging_replica_does_not_delay_the_others() {
 
     let metrics = Arc::new(Metrics::new("test").expect("metrics"));
     let config = AlertmanagerConfig {
-        urls: vec![hole_url, am.url.clone()],
+        urls: vec![
+            hole_url.parse().expect("a URL"),
+            am.url.parse().expect("a URL"),
+        ],
         resend_interval: Duration::from_secs(60),
         timeout: Duration::from_secs(2),
     };

@@ -38,7 +38,7 @@ fn example_config_loads_and_states_the_defaults() {
     assert_eq!(example.log.format, LogFormat::Json);
     match &example.targets {
         Targets::Kubernetes(k) => {
-            assert_eq!(k.api_server, "https://10.96.0.1:443");
+            assert_eq!(k.api_server.as_str(), "https://10.96.0.1/");
             assert_eq!(k.server_name, "kubernetes");
         }
         other => panic!("expected kubernetes discovery, got {other:?}"),
@@ -272,7 +272,7 @@ fn uncommenting_the_example_static_block_gives_a_valid_config() {
             panic!("static expected, got {:?}", c.targets)
         };
         assert_eq!(targets.len(), 1);
-        assert_eq!(targets[0].url, "https://10.0.0.1:6443/metrics");
+        assert_eq!(targets[0].url.as_str(), "https://10.0.0.1:6443/metrics");
         assert_eq!(targets[0].server_name, "kubernetes");
         assert_eq!(
             targets[0].ca_file,

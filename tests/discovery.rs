@@ -55,8 +55,10 @@ impl Fixture {
         Fixture { sim, clock, dir }
     }
 
-    fn api_server(&self) -> String {
+    fn api_server(&self) -> reqwest::Url {
         format!("https://{}", self.sim.service_address())
+            .parse()
+            .expect("a URL")
     }
 
     fn discovery(&self, token: PathBuf, ca: PathBuf) -> Discovery {
@@ -193,7 +195,7 @@ async fn discovery_failures_name_what_failed() {
         l.local_addr().expect("addr")
     };
     let d = Discovery::new(
-        &format!("https://{closed}"),
+        &format!("https://{closed}").parse().expect("a URL"),
         "kubernetes",
         &ca,
         Arc::new(TokenFile::new(f.sim.token_path().to_path_buf())),

@@ -33,14 +33,6 @@ pub enum AlertingError {
     /// `[alertmanager] urls` is empty.
     #[error("alertmanager.urls lists no Alertmanager")]
     NoUrls,
-    /// A URL is not a plain `http://host:port` base URL.
-    #[error("alertmanager URL {url:?}: {why}")]
-    BadUrl {
-        /// The URL as configured (credentials are rejected by the config).
-        url: String,
-        /// What is wrong and what is allowed.
-        why: String,
-    },
     /// The HTTP client could not be built.
     #[error("cannot build the Alertmanager HTTP client: {0}")]
     Client(#[source] reqwest::Error),
@@ -51,7 +43,6 @@ impl AlertingError {
     pub fn kind(&self) -> &'static str {
         match self {
             AlertingError::NoUrls => "no_urls",
-            AlertingError::BadUrl { .. } => "bad_url",
             AlertingError::Client(_) => "client",
         }
     }
@@ -77,11 +68,7 @@ impl Pusher {
         if config.urls.is_empty() {
             return Err(AlertingError::NoUrls);
         }
-        let endpoints = config
-            .urls
-            .iter()
-            .map(|u| Endpoint::parse(u))
-            .collect::<Result<Vec<_>, _>>()?;
+        let endpoints = config.urls.iter().map(Endpoint::new).collect();
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
@@ -248,31 +235,16 @@ struct Endpoint {
 }
 
 impl Endpoint {
-    fn parse(base: &str) -> Result<Endpoint, AlertingError> {
-        let bad = |why: &str| AlertingError::BadUrl {
-            url: base.to_owned(),
-            why: why.to_owned(),
-        };
-        let url = reqwest::Url::parse(base).map_err(|e| bad(&e.to_string()))?;
-        if url.scheme() != "http" {
-            return Err(bad(
-                "only http:// is supported (the client has no CA roots); \
-                 use the in-cluster Alertmanager Service, e.g. http://alertmanager-operated:9093",
-            ));
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(bad("credentials in URLs are not allowed"));
-        }
-        if url.host_str().is_none() || url.query().is_some() || url.fragment().is_some() {
-            return Err(bad("write a base URL such as http://alertmanager:9093"));
-        }
-        let path = format!("{}/api/v2/alerts", url.path().trim_end_matches('/'));
-        let mut alerts = url.clone();
+    /// The endpoint of a base URL the configuration validated
+    /// ([`crate::config::parse_url`]: http, a host, no credentials).
+    fn new(base: &reqwest::Url) -> Endpoint {
+        let path = format!("{}/api/v2/alerts", base.path().trim_end_matches('/'));
+        let mut alerts = base.clone();
         alerts.set_path(&path);
-        Ok(Endpoint {
-            base: base.trim_end_matches('/').to_owned(),
+        Endpoint {
+            base: base.as_str().trim_end_matches('/').to_owned(),
             alerts,
-        })
+        }
     }
 }
 
@@ -501,7 +473,7 @@ mod tests {
         let metrics = Arc::new(Metrics::new("test").expect("metrics"));
         let build = |urls: &[&str]| {
             let config = AlertmanagerConfig {
-                urls: urls.iter().map(|u| (*u).to_owned()).collect(),
+                urls: urls.iter().map(|u| u.parse().expect("a URL")).collect(),
                 resend_interval: M,
                 timeout: Duration::from_secs(10),
             };
@@ -518,9 +490,14 @@ mod tests {
         );
         let kinds = |urls: &[&str]| build(urls).err().map(|e| e.kind());
         assert_eq!(kinds(&[]), Some("no_urls"));
-        assert_eq!(kinds(&["https://am:9093"]), Some("bad_url"));
-        assert_eq!(kinds(&["http://u:p@am:9093"]), Some("bad_url"));
-        assert_eq!(kinds(&["am:9093"]), Some("bad_url"));
-        assert_eq!(kinds(&["http://am:9093/?x=1"]), Some("bad_url"));
+        // What a base URL may be is checked once, by the configuration.
+        for bad in [
+            "https://am:9093",
+            "http://u:p@am:9093",
+            "am:9093",
+            "http://am:9093/?x=1",
+        ] {
+            assert!(crate::config::parse_url(bad, &["http"]).is_err(), "{bad}");
+        }
     }
 }

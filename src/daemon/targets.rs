@@ -246,20 +246,10 @@ const STATIC_REFRESH: Duration = Duration::from_secs(60);
 
 /// `https://host:port/path` → (instance label `host:port`, path), without
 /// resolving anything: the label of a static target never depends on DNS.
-fn split_static_url(url: &str) -> (String, String) {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], rest[i..].to_owned()),
-        None => (rest, "/metrics".to_owned()),
-    };
-    let with_port = if authority
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        && !authority.ends_with(']')
-    {
-        authority.to_owned()
-    } else {
-        format!("{authority}:443")
-    };
-    (with_port, path)
+fn split_static_url(url: &reqwest::Url) -> (String, String) {
+    // The configuration validated the URL: it has a host, and https has a
+    // known default port.
+    let host = url.host_str().unwrap_or_default();
+    let port = url.port_or_known_default().unwrap_or(443);
+    (format!("{host}:{port}"), url.path().to_owned())
 }

@@ -90,7 +90,7 @@ pub fn with_static_targets(mut config: Config, sim: &Simulation, urls: &[String]
     config.targets = Targets::Static(
         urls.iter()
             .map(|url| StaticTarget {
-                url: url.clone(),
+                url: url.parse().expect("a static target URL"),
                 server_name: "kubernetes".to_owned(),
                 ca_file: sim.ca_path().to_owned(),
                 token_file: sim.token_path().to_owned(),
