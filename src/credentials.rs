@@ -8,11 +8,17 @@
 //! (size, modification time, inode) changes and at least every
 //! [`REREAD_PERIOD`], and keeps the token out of every `Debug`, `Display` and
 //! error text. [`read_ca_bundle`] reads the CA bundle that alone is trusted.
+//!
+//! Text a server sent (an error body, an echoed header) goes through
+//! [`Secret::redact`] before anything shortens it: only a [`Redacted`] text
+//! can be shortened, so a cut can never leave part of a token behind.
 
 // Shell (I/O allowed, see clippy.toml): reads the token and CA files.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
+use std::collections::HashSet;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -24,6 +30,18 @@ use rustls::pki_types::pem::PemObject;
 /// The longest a token is used without reading the file again (client-go's
 /// `NewCachedFileTokenSource` period).
 pub const REREAD_PERIOD: Duration = Duration::from_secs(60);
+
+/// The shortest token accepted: a token of 1 to 3 bytes cannot be told
+/// apart from ordinary text when it is echoed back (redacting every `a` would
+/// mangle errors, not redacting it would print it), and is no secret anyway.
+pub const MIN_TOKEN_BYTES: usize = 4;
+
+/// The shortest fragment of a token that [`Secret::redact`] removes wherever
+/// it stands; see there.
+pub const REDACTED_FRAGMENT_BYTES: usize = 8;
+
+/// What replaces a token (or a fragment of one) in text.
+pub const REDACTED: &str = "<redacted>";
 
 /// A credential that never prints itself.
 #[derive(Clone, PartialEq, Eq)]
@@ -38,6 +56,125 @@ impl Secret {
     /// The credential itself, for the one place that must send it.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+
+    /// `text` without the credential, ready to be shortened.
+    ///
+    /// The rule: for a credential of at least [`REDACTED_FRAGMENT_BYTES`]
+    /// (8) bytes, every stretch of `text` covered by 8-byte pieces of it is
+    /// replaced by `<redacted>`, so no substring of 8 bytes or more survives,
+    /// whether the credential appears whole, cut short by an earlier
+    /// truncation, or split by escapes. A credential of 4 to 7 bytes is
+    /// replaced wherever it appears whole (shorter pieces of it cannot be
+    /// told from ordinary text). Both apply to the credential as sent and as
+    /// Rust's `{:?}` shows it (`"` and `\` escaped), since error messages
+    /// quote text that way. Shorter credentials are refused when read
+    /// ([`MIN_TOKEN_BYTES`]).
+    pub fn redact(&self, text: &str) -> Redacted {
+        let escaped: String = self.0.escape_debug().collect();
+        let mut covered = vec![false; text.len()];
+        for form in [self.0.as_str(), escaped.as_str()] {
+            cover(text.as_bytes(), form.as_bytes(), &mut covered);
+            if escaped == self.0 {
+                break;
+            }
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut i = 0;
+        while i < text.len() {
+            if !covered[i] {
+                let end = covered[i..]
+                    .iter()
+                    .position(|&c| c)
+                    .map_or(text.len(), |n| i + n);
+                // A covered stretch always ends on a character boundary
+                // (see `cover`), so this one starts on one.
+                out.push_str(&text[i..end]);
+                i = end;
+            } else {
+                while i < text.len() && covered[i] {
+                    i += 1;
+                }
+                out.push_str(REDACTED);
+            }
+        }
+        Redacted(out)
+    }
+}
+
+/// Text from which a credential was removed: the only text that may be
+/// shortened for an error, a log line or a page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Redacted(String);
+
+impl Redacted {
+    /// At most `max_chars` characters (and `…` when cut).
+    pub fn shorten(self, max_chars: usize) -> String {
+        match self.0.char_indices().nth(max_chars) {
+            None => self.0,
+            Some((at, _)) => format!("{}…", &self.0[..at]),
+        }
+    }
+
+    /// The whole text.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// Marks the bytes of `text` that belong to an occurrence of `secret` (when
+/// shorter than [`REDACTED_FRAGMENT_BYTES`]) or to a window of that many
+/// bytes found in `secret`; stretches are widened to character boundaries.
+fn cover(text: &[u8], secret: &[u8], covered: &mut [bool]) {
+    if secret.is_empty() {
+        return;
+    }
+    let mut mark = |start: usize, len: usize| {
+        let (mut start, mut end) = (start, start + len);
+        while start > 0 && (text[start] & 0xC0) == 0x80 {
+            start -= 1;
+        }
+        while end < text.len() && (text[end] & 0xC0) == 0x80 {
+            end += 1;
+        }
+        covered[start..end].iter_mut().for_each(|c| *c = true);
+    };
+    if secret.len() < REDACTED_FRAGMENT_BYTES {
+        for at in memchr::memmem::find_iter(text, secret) {
+            mark(at, secret.len());
+        }
+        return;
+    }
+    let window = |w: &[u8]| u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
+    let pieces: HashSet<u64, BuildHasherDefault<WindowHasher>> = secret
+        .windows(REDACTED_FRAGMENT_BYTES)
+        .map(window)
+        .collect();
+    for (at, w) in text.windows(REDACTED_FRAGMENT_BYTES).enumerate() {
+        if pieces.contains(&window(w)) {
+            mark(at, REDACTED_FRAGMENT_BYTES);
+        }
+    }
+}
+
+/// A multiply-shift hash for 8-byte windows: SipHash would dominate the
+/// scan, and the keys are not chosen by whoever fills the table.
+#[derive(Default)]
+struct WindowHasher(u64);
+
+impl Hasher for WindowHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (n ^ (n >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 
@@ -70,6 +207,17 @@ pub enum CredentialError {
     Empty {
         /// The token file.
         path: String,
+    },
+    /// The token is shorter than [`MIN_TOKEN_BYTES`]: too short to be kept
+    /// out of echoed text.
+    #[error("token file {path} holds a token of {len} bytes; at least {min} are needed")]
+    TooShort {
+        /// The token file.
+        path: String,
+        /// The token's length.
+        len: usize,
+        /// [`MIN_TOKEN_BYTES`].
+        min: usize,
     },
     /// The token has bytes an HTTP header cannot carry (binary junk, a
     /// newline inside it), so it cannot be a bearer token.
@@ -250,6 +398,13 @@ impl TokenFile {
         if !token.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
             return Err(CredentialError::Invalid { path: path() });
         }
+        if token.len() < MIN_TOKEN_BYTES {
+            return Err(CredentialError::TooShort {
+                path: path(),
+                len: token.len(),
+                min: MIN_TOKEN_BYTES,
+            });
+        }
         Ok(Secret::new(token))
     }
 }
@@ -309,6 +464,135 @@ mod tests {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s} {s:?}"), "<redacted> <redacted>");
         assert_eq!(s.expose(), "hunter2");
+    }
+
+    /// A token of `len` bytes from the characters of a JWT, different for
+    /// every length.
+    pub(crate) fn token_of(len: usize) -> String {
+        const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.";
+        let mut x = (len as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                CHARS[(x % CHARS.len() as u64) as usize] as char
+            })
+            .collect()
+    }
+
+    /// The rule of [`Secret::redact`], checked without it: every
+    /// character of the token's alphabet in these texts comes from the token
+    /// (the words around are shorter than 8), so a long token left no piece
+    /// of 8 bytes or more when no run of 8 such characters is left; a short
+    /// token must not be left whole.
+    fn assert_clean(text: &str, token: &str, context: &str) {
+        if token.len() >= REDACTED_FRAGMENT_BYTES {
+            let text = text.replace("<redacted", "~");
+            let run = text
+                .split(|c: char| !(c.is_ascii_alphanumeric() || "-_.".contains(c)))
+                .find(|run| run.len() >= REDACTED_FRAGMENT_BYTES);
+            assert!(run.is_none(), "{context}: {run:?} left in {text:?}");
+        } else {
+            assert!(!text.contains(token), "{context}: token left in {text:?}");
+        }
+    }
+
+    /// Filler that shares no character with any token.
+    fn filler(n: usize) -> String {
+        "~ #".chars().cycle().take(n).collect()
+    }
+
+    #[test]
+    fn redacting_then_shortening_leaves_no_piece_of_any_token() {
+        for len in MIN_TOKEN_BYTES..=2000 {
+            let token = token_of(len);
+            let secret = Secret::new(token.as_str());
+            // Whole, cut through at every position by the shortening: the
+            // token starts `before` characters ahead of the 300th.
+            // Every cut for short tokens; around both ends and the middle for
+            // long ones (the debug build is slow).
+            let cuts: Vec<usize> = if len <= 64 {
+                (0..=len).collect()
+            } else {
+                vec![0, 1, 7, 8, 9, len / 2, len - 9, len - 8, len - 1, len]
+            };
+            let shortened = if len <= 64 {
+                cuts.clone()
+            } else {
+                vec![1, len / 2, len - 1]
+            };
+            for &before in &shortened {
+                let text = format!("{}Bearer {token} tail", filler(300 - before.min(300)));
+                let shown = secret.redact(&text).shorten(300);
+                assert_clean(&shown, &token, &format!("len {len}, cut {before}"));
+                assert!(shown.chars().count() <= 301, "len {len}: {shown:?}");
+            }
+            // Already cut by someone else (a prefix, a suffix, a middle),
+            // escaped, or repeated back to back: every piece of 8 bytes or
+            // more goes, and the text around it stays.
+            let mut text = String::new();
+            for &c in &cuts {
+                text.push_str(&format!("{}{}|", &token[..c], filler(3)));
+                text.push_str(&format!("{}{}|", &token[c..], filler(3)));
+                if c <= len / 2 {
+                    text.push_str(&format!("{}{}|", &token[c..len - c], filler(3)));
+                }
+            }
+            text.push_str(&format!("{token}{token}{token}"));
+            let redacted = secret.redact(&text).into_string();
+            assert_clean(&redacted, &token, &format!("len {len}, pieces"));
+            if len >= REDACTED_FRAGMENT_BYTES {
+                assert_eq!(
+                    redacted.matches("~ #|").count(),
+                    text.matches("~ #|").count(),
+                    "len {len}: text around the pieces is kept"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn short_tokens_are_redacted_whole_and_refused_below_four_bytes() {
+        // 4 to 7 bytes: whole occurrences only; the words around stay.
+        let s = Secret::new("abcd");
+        assert_eq!(
+            s.redact("abc abcd abcde xabcdx").into_string(),
+            "abc <redacted> <redacted>e x<redacted>x"
+        );
+        assert_eq!(s.redact("a b c d").into_string(), "a b c d");
+        // 8 bytes and more: any piece of 8.
+        let s = Secret::new("0123456789abcdef");
+        assert_eq!(
+            s.redact("x 01234567 y 9abcdef z 2345678 w").into_string(),
+            "x <redacted> y 9abcdef z 2345678 w"
+        );
+        // As `{:?}` shows a token with a quote or a backslash.
+        let s = Secret::new(r#"ab"cd\efgh"#);
+        let quoted = format!("Content-Type {:?}", s.expose());
+        assert_eq!(
+            s.redact(&quoted).into_string(),
+            "Content-Type \"<redacted>\""
+        );
+        // Non-ASCII text around a match stays whole.
+        let s = Secret::new("tokentoken");
+        assert_eq!(s.redact("é tokentoken ü").into_string(), "é <redacted> ü");
+        // Shortening counts characters and marks the cut.
+        assert_eq!(Secret::new("zzzz").redact("héllo").shorten(2), "hé…");
+        assert_eq!(Secret::new("zzzz").redact("héllo").shorten(5), "héllo");
+
+        let dir = Dir::new("short");
+        let path = dir.0.join("token");
+        for len in 1..MIN_TOKEN_BYTES {
+            std::fs::write(&path, token_of(len)).expect("write");
+            let err = TokenFile::new(path.clone()).token().expect_err("refused");
+            assert!(matches!(err, CredentialError::TooShort { .. }), "{err}");
+            let text = err.to_string();
+            assert!(text.contains(&path.display().to_string()), "{text}");
+            assert!(text.contains("at least 4"), "{text}");
+        }
+        std::fs::write(&path, token_of(MIN_TOKEN_BYTES)).expect("write");
+        assert!(TokenFile::new(path.clone()).token().is_ok());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION};
 use crate::credentials::{CredentialError, Secret, TokenFile};
 use crate::endpointslice::{EndpointSliceList, KUBERNETES_SLICES_PATH};
 use crate::scrape::{
-    bearer, endpoint, error_chain, error_message, https_client, redact_text, transport_error,
+    MAX_DETAIL_CHARS, bearer, endpoint, error_chain, error_message, https_client, transport_error,
 };
 use crate::status::ScrapeErrorKind;
 
@@ -176,7 +176,7 @@ impl Discovery {
             .await
             .map_err(|e| {
                 let err = transport_error(&e);
-                let detail = redact_text(&err.detail, token);
+                let detail = token.redact(&err.detail).shorten(MAX_DETAIL_CHARS);
                 DiscoveryError::Transport {
                     kind: err.kind,
                     url: self.url.clone(),
@@ -192,19 +192,27 @@ impl Discovery {
             return Err(DiscoveryError::Status {
                 code: status.as_u16(),
                 url: self.url.clone(),
-                message: redact_text(&error_message(response).await, token),
+                message: error_message(response, token).await,
             });
         }
-        let body = self.read_body(response).await?;
+        let body = self.read_body(response, token).await?;
+        // serde quotes what it did not expect, a whole string of the body
+        // (which may echo the token): redacted, then shortened.
         let list: EndpointSliceList =
             serde_json::from_slice(&body).map_err(|e| DiscoveryError::Body {
                 url: self.url.clone(),
-                detail: format!("not an EndpointSliceList: {e}"),
+                detail: token
+                    .redact(&format!("not an EndpointSliceList: {e}"))
+                    .shorten(MAX_DETAIL_CHARS),
             })?;
         Ok(list.ready_addresses(PORT_NAME))
     }
 
-    async fn read_body(&self, mut response: reqwest::Response) -> Result<Vec<u8>, DiscoveryError> {
+    async fn read_body(
+        &self,
+        mut response: reqwest::Response,
+        token: &Secret,
+    ) -> Result<Vec<u8>, DiscoveryError> {
         let mut body = Vec::new();
         loop {
             match response.chunk().await {
@@ -221,7 +229,9 @@ impl Discovery {
                 Err(e) => {
                     return Err(DiscoveryError::Body {
                         url: self.url.clone(),
-                        detail: format!("reading the body: {}", error_chain(&e)),
+                        detail: token
+                            .redact(&format!("reading the body: {}", error_chain(&e)))
+                            .shorten(MAX_DETAIL_CHARS),
                     });
                 }
             }

@@ -48,6 +48,7 @@ pub struct Metrics {
     last_evaluation: Gauge,
     alertmanager_errors: IntCounter,
     clock_steps_back: IntCounter,
+    admin_evictions: IntCounter,
     /// The current targets: the only instances with per-instance series.
     current_targets: Mutex<BTreeSet<String>>,
 }
@@ -212,6 +213,10 @@ impl Metrics {
             clock_steps_back: reg!(IntCounter::with_opts(opts(
                 "cutover_clock_steps_back_total",
                 "Scrapes whose time was not after the instance's last sample (the wall clock stepped back); they are ordered after it."
+            ))?),
+            admin_evictions: reg!(IntCounter::with_opts(opts(
+                "cutover_admin_connections_evicted_total",
+                "Admin server connections closed while waiting for request headers to make room for a new client (all connections taken)."
             ))?),
             current_targets: Mutex::new(BTreeSet::new()),
             registry,
@@ -382,6 +387,11 @@ impl Metrics {
         *targets = current.iter().cloned().collect();
         self.targets
             .set(i64::try_from(current.len()).unwrap_or(i64::MAX));
+    }
+
+    /// Counts an admin server connection closed to make room.
+    pub fn admin_connection_evicted(&self) {
+        self.admin_evictions.inc();
     }
 
     /// Counts a failed push to Alertmanager.

@@ -21,7 +21,9 @@ use reqwest::header::{
     ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue,
 };
 
-use crate::credentials::{CredentialError, Secret, TokenFile, read_ca_bundle};
+use crate::credentials::{
+    CredentialError, REDACTED_FRAGMENT_BYTES, Secret, TokenFile, read_ca_bundle,
+};
 use crate::exposition::{ExpositionError, Page, PageDecoder, Watch};
 use crate::status::ScrapeErrorKind;
 use crate::time::Timestamp;
@@ -175,9 +177,12 @@ impl Scraper {
     }
 
     async fn once(&self, watch: &Watch, token: &Secret) -> Result<Scraped, ScrapeError> {
-        self.request(watch, token)
-            .await
-            .map_err(|e| redact(e, token))
+        self.request(watch, token).await.map_err(|mut e| {
+            // Every detail (a status message, an echoed header, a page line)
+            // is redacted whole, then bounded.
+            e.detail = token.redact(&e.detail).shorten(MAX_DETAIL_CHARS);
+            e
+        })
     }
 
     async fn request(&self, watch: &Watch, token: &Secret) -> Result<Scraped, ScrapeError> {
@@ -203,7 +208,7 @@ impl Scraper {
             })?;
         let status = response.status();
         if !status.is_success() {
-            return Err(status_error(status, response).await);
+            return Err(status_error(status, response, token).await);
         }
         let limit = self.max_body_bytes;
         if let Some(len) = response.content_length()
@@ -413,16 +418,34 @@ pub(crate) fn tls_detail(instance: &str, server_name: &str, ca_file: &Path, chai
     )
 }
 
+/// The longest detail kept from a failed scrape, in characters.
+pub const MAX_DETAIL_CHARS: usize = 1000;
+
+/// The longest message kept from an error response's body, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 300;
+
 /// The Kubernetes `Status` message of an error response (or the start of its
-/// text), read from at most a few KiB of body, on one line.
-pub(crate) async fn error_message(mut response: reqwest::Response) -> String {
+/// text), read from at most a few KiB of body, on one line, the token
+/// redacted before the message is shortened.
+pub(crate) async fn error_message(mut response: reqwest::Response, token: &Secret) -> String {
     const MAX: usize = 4096;
     let mut body = Vec::new();
+    let mut cut = false;
     while body.len() < MAX {
         match response.chunk().await {
-            Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(MAX - body.len())]),
+            Ok(Some(chunk)) => {
+                let room = MAX - body.len();
+                cut = chunk.len() > room;
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
             _ => break,
         }
+    }
+    if cut || body.len() >= MAX {
+        // A token the read cut through is dropped with the cut's last few
+        // bytes, so no piece of it too short to be recognised is left.
+        let piece = token.expose().len().min(REDACTED_FRAGMENT_BYTES);
+        body.truncate(body.len().saturating_sub(piece.saturating_sub(1)));
     }
     let message = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
@@ -435,32 +458,25 @@ pub(crate) async fn error_message(mut response: reqwest::Response) -> String {
     let one_line: String = message
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
-        .take(300)
         .collect();
-    one_line.trim().to_string()
+    token
+        .redact(one_line.trim())
+        .shorten(MAX_MESSAGE_CHARS)
+        .trim()
+        .to_string()
 }
 
-/// Replaces every occurrence of the token in a detail: servers and proxies
-/// may echo what they were sent, and the detail goes to logs and pages.
-pub(crate) fn redact_text(text: &str, token: &Secret) -> String {
-    if token.expose().is_empty() {
-        return text.to_string();
-    }
-    text.replace(token.expose(), "<redacted>")
-}
-
-fn redact(mut err: ScrapeError, token: &Secret) -> ScrapeError {
-    err.detail = redact_text(&err.detail, token);
-    err
-}
-
-async fn status_error(status: StatusCode, response: reqwest::Response) -> ScrapeError {
+async fn status_error(
+    status: StatusCode,
+    response: reqwest::Response,
+    token: &Secret,
+) -> ScrapeError {
     let kind = match status {
         StatusCode::UNAUTHORIZED => ScrapeErrorKind::Http401,
         StatusCode::FORBIDDEN => ScrapeErrorKind::Http403,
         _ => ScrapeErrorKind::HttpOther,
     };
-    let message = error_message(response).await;
+    let message = error_message(response, token).await;
     let detail = if message.is_empty() {
         format!("HTTP {status}")
     } else {
@@ -619,8 +635,6 @@ mod tests {
         );
         assert_eq!(parse_start_time(Some("soon")), None);
         assert_eq!(parse_start_time(None), None);
-        let token = Secret::new("s3cr3t");
-        assert_eq!(redact_text("a s3cr3t b", &token), "a <redacted> b");
         assert_eq!(
             endpoint("::1", "[::1]:6443".parse().expect("addr")),
             Ok(("[::1]".to_string(), None))

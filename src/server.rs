@@ -7,22 +7,35 @@
 //! [`HEADER_READ_TIMEOUT`] (which also closes idle keep-alive connections),
 //! at most [`MAX_CONNECTIONS`] are served at once, and a shutdown waits at
 //! most [`DRAIN_TIMEOUT`] for in-flight requests.
+//!
+//! The port is reachable by anyone who can reach the pod, and the kubelet's
+//! probes must get through whatever else connects. So when every slot is
+//! taken, a new client is not left in the backlog: the connection that has
+//! waited longest for a request's headers (a slow or idle client, never one
+//! being answered) is closed to make room, once it has waited at least
+//! [`EVICTION_MIN_IDLE`]. Slow clients that reconnect then only take turns
+//! with each other while a probe, which sends its request at once, is served
+//! within milliseconds. Each overload is logged once, when it starts, and
+//! every eviction counts in `cutover_admin_connections_evicted_total`.
 
 // Shell (I/O allowed, see clippy.toml): the admin listener and its drain timers.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::{self, Write as _};
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use http_body_util::Full;
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{
     ACCEPT_ENCODING, ALLOW, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue,
     VARY,
@@ -31,7 +44,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::Instant;
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
@@ -65,11 +79,18 @@ pub enum ServerError {
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Time a client has to send a request's headers; also how long an idle
-/// keep-alive connection stays open.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// keep-alive connection stays open. A probe or a scrape sends its request
+/// at once; a few seconds is plenty and bounds what a slow client holds.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Connections served at once; further clients wait in the listen backlog.
+/// Connections served at once; beyond that a new client takes the place of
+/// the one that has waited longest for a request's headers.
 pub const MAX_CONNECTIONS: usize = 64;
+
+/// How long a connection must have waited for a request's headers before a
+/// new client may take its place: spares a client that has just connected,
+/// and bounds the churn when many slow clients reconnect at once.
+pub const EVICTION_MIN_IDLE: Duration = Duration::from_millis(100);
 
 /// How long a shutdown waits for in-flight requests before dropping them.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -84,6 +105,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// How long a shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
+    /// How long a connection must have waited for a request's headers
+    /// before a new client may take its place when all slots are taken.
+    pub eviction_min_idle: Duration,
 }
 
 impl Default for Limits {
@@ -92,6 +116,7 @@ impl Default for Limits {
             header_read_timeout: HEADER_READ_TIMEOUT,
             max_connections: MAX_CONNECTIONS,
             drain_timeout: DRAIN_TIMEOUT,
+            eviction_min_idle: EVICTION_MIN_IDLE,
         }
     }
 }
@@ -117,20 +142,46 @@ pub async fn serve_with(
     let max_connections = limits.max_connections.max(1);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
+    let mut open = Open::new(max_connections);
     tokio::pin!(shutdown);
     let outcome = loop {
+        // Below the limit, accept; at it, accept only when a waiting
+        // connection can make room, else look again when one can.
+        let (can_accept, look_again) = match open.room(limits.eviction_min_idle) {
+            Room::Free | Room::Evictable => (true, None),
+            Room::At(when) => (false, Some(when)),
+        };
         tokio::select! {
             biased;
             () = &mut shutdown => break Ok(()),
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept(), if connections.len() < max_connections => match accepted {
+            Some(joined) = connections.join_next_with_id(), if !connections.is_empty() => {
+                open.closed(match joined {
+                    Ok((id, ())) => id,
+                    Err(e) => e.id(),
+                });
+            }
+            () = sleep_until(look_again), if look_again.is_some() => {}
+            accepted = listener.accept(), if can_accept => match accepted {
                 Ok((stream, _)) => {
-                    connections.spawn(serve_connection(
+                    if open.is_full() {
+                        if open.evict_oldest_waiting() {
+                            admin.metrics.admin_connection_evicted();
+                        } else {
+                            // The candidate started a request meanwhile and
+                            // every slot is busy answering: refuse this one.
+                            drop(stream);
+                            continue;
+                        }
+                    }
+                    let phase = Phase::waiting(open.epoch);
+                    let handle = connections.spawn(serve_connection(
                         stream,
                         admin.clone(),
                         stop_rx.clone(),
                         limits.header_read_timeout,
+                        phase.clone(),
                     ));
+                    open.opened(handle, phase);
                 }
                 Err(e) => match accept_error(&e) {
                     AcceptError::Transient => {}
@@ -160,6 +211,180 @@ pub async fn serve_with(
         connections.abort_all();
     }
     outcome
+}
+
+async fn sleep_until(when: Option<Instant>) {
+    match when {
+        Some(when) => tokio::time::sleep_until(when).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether a new connection can be taken.
+enum Room {
+    /// Below the limit.
+    Free,
+    /// At the limit, and a connection has waited long enough to be closed.
+    Evictable,
+    /// At the limit; look again at this instant (when the oldest waiting
+    /// connection will have waited long enough, or to see whether a busy one
+    /// went back to waiting).
+    At(Instant),
+}
+
+/// The open connections, with what each is doing, and the current overload
+/// episode.
+struct Open {
+    epoch: Instant,
+    max: usize,
+    conns: HashMap<tokio::task::Id, (AbortHandle, Arc<Phase>)>,
+    /// Connections evicted in the current overload episode, if one is on.
+    episode: Option<u64>,
+}
+
+impl Open {
+    fn new(max: usize) -> Open {
+        Open {
+            epoch: Instant::now(),
+            max,
+            conns: HashMap::new(),
+            episode: None,
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.conns.len() >= self.max
+    }
+
+    fn room(&self, min_idle: Duration) -> Room {
+        if !self.is_full() {
+            return Room::Free;
+        }
+        let now = Instant::now();
+        match self.oldest_waiting() {
+            Some((_, since)) if now >= since + min_idle => Room::Evictable,
+            Some((_, since)) => Room::At(since + min_idle),
+            None => Room::At(now + min_idle),
+        }
+    }
+
+    /// The connection that has waited longest for a request's headers, and
+    /// since when.
+    fn oldest_waiting(&self) -> Option<(tokio::task::Id, Instant)> {
+        self.conns
+            .iter()
+            .filter_map(|(id, (_, phase))| phase.waiting_since().map(|t| (*id, t)))
+            .min_by_key(|(_, since)| *since)
+    }
+
+    fn opened(&mut self, handle: AbortHandle, phase: Arc<Phase>) {
+        self.conns.insert(handle.id(), (handle, phase));
+    }
+
+    /// Closes the connection that has waited longest for a request's
+    /// headers; false when every connection is answering a request.
+    fn evict_oldest_waiting(&mut self) -> bool {
+        let Some((id, _)) = self.oldest_waiting() else {
+            return false;
+        };
+        if let Some((handle, _)) = self.conns.remove(&id) {
+            handle.abort();
+        }
+        match &mut self.episode {
+            Some(evicted) => *evicted += 1,
+            None => {
+                self.episode = Some(1);
+                tracing::warn!(
+                    max_connections = self.max,
+                    "admin server: overloaded, all connections taken; closing the ones waiting longest \
+                     for request headers to serve new clients (counted in \
+                     cutover_admin_connections_evicted_total, logged again when the overload ends)"
+                );
+            }
+        }
+        true
+    }
+
+    fn closed(&mut self, id: tokio::task::Id) {
+        self.conns.remove(&id);
+        // Hysteresis: the episode ends when half the slots are free again,
+        // not each time one frees up.
+        if self.conns.len() <= self.max / 2
+            && let Some(evicted) = self.episode.take()
+        {
+            tracing::info!(evicted, "admin server: overload over");
+        }
+    }
+}
+
+/// What a connection is doing: since when it has waited for a request's
+/// headers (in nanoseconds from `epoch`, the server's start), or
+/// [`Phase::BUSY`] while a request is being answered.
+struct Phase {
+    epoch: Instant,
+    since: AtomicU64,
+}
+
+impl Phase {
+    const BUSY: u64 = u64::MAX;
+
+    fn waiting(epoch: Instant) -> Arc<Phase> {
+        let phase = Phase {
+            epoch,
+            since: AtomicU64::new(0),
+        };
+        phase.wait_again();
+        Arc::new(phase)
+    }
+
+    fn busy(&self) {
+        self.since.store(Phase::BUSY, Ordering::Release);
+    }
+
+    fn wait_again(&self) {
+        let nanos = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(Phase::BUSY - 1);
+        self.since.store(nanos, Ordering::Release);
+    }
+
+    fn waiting_since(&self) -> Option<Instant> {
+        match self.since.load(Ordering::Acquire) {
+            Phase::BUSY => None,
+            nanos => Some(self.epoch + Duration::from_nanos(nanos)),
+        }
+    }
+}
+
+/// A response body that marks its connection as waiting again once it has
+/// been sent (or dropped unsent: `HEAD`, a client gone).
+struct Answer {
+    body: Full<Bytes>,
+    phase: Arc<Phase>,
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        self.phase.wait_again();
+    }
+}
+
+impl Body for Answer {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// The response to one request, without I/O: routing, content negotiation
@@ -257,9 +482,15 @@ async fn serve_connection(
     admin: Arc<Admin>,
     mut stop: watch::Receiver<bool>,
     header_read_timeout: Duration,
+    phase: Arc<Phase>,
 ) {
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        phase.busy();
         let response = respond(&admin, req.method(), req.uri().path(), req.headers());
+        let response = response.map(|body| Answer {
+            body,
+            phase: phase.clone(),
+        });
         // The request body (if a client sent one) is dropped unread; hyper
         // then closes the connection instead of reusing it.
         async move { Ok::<_, Infallible>(response) }

@@ -225,3 +225,50 @@ async fn discovery_failures_name_what_failed() {
     assert_eq!(f.good().endpoints().await.expect("endpoints").len(), 2);
     f.sim.shutdown().await;
 }
+
+#[path = "support/echo_server.rs"]
+mod echo_server;
+
+#[tokio::test]
+async fn an_echoing_server_never_gets_a_piece_of_the_token_into_an_error() {
+    let dir = TempDir::new();
+    let server = echo_server::EchoServer::start(&dir.0).await;
+    let token_path = dir.0.join("token");
+    echo_server::write_token(&token_path, "initial-token");
+    let discovery = Discovery::new(
+        &format!("https://{}", server.addr).parse().expect("a URL"),
+        "kubernetes",
+        &server.ca_file,
+        Arc::new(TokenFile::new(token_path.clone())),
+        TIMEOUT,
+    )
+    .expect("discovery");
+    let mut seen = std::collections::BTreeSet::new();
+    for len in 1..=2000 {
+        let token = echo_server::token_of(len);
+        echo_server::write_token(&token_path, &token);
+        // Alternately an error body and a string where the list belongs.
+        for _ in 0..2 {
+            let err = discovery
+                .endpoints()
+                .await
+                .expect_err("the echo server lists nothing");
+            if len < cutover_auditor::credentials::MIN_TOKEN_BYTES {
+                assert_eq!(err.metric_label(), "token_unreadable", "{err}");
+                continue;
+            }
+            seen.insert(err.metric_label());
+            let text = format!("{err} {err:?}");
+            assert!(text.contains("<redacted"), "len {len}: {text}");
+            echo_server::assert_no_token(&text, &token, &format!("len {len}"));
+        }
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        ["decode", "http_other"]
+    );
+    assert_eq!(
+        server.requests.load(std::sync::atomic::Ordering::SeqCst),
+        2 * (2000 - 3)
+    );
+}

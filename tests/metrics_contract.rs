@@ -24,6 +24,7 @@ use cutover_auditor::verdict::{self, CutoverSpec, Tracker};
 
 /// Every exported metric with its label names, in the contract's spelling.
 const GOLDEN: &[(&str, &[&str])] = &[
+    ("cutover_admin_connections_evicted_total", &[]),
     ("cutover_alertmanager_errors_total", &[]),
     ("cutover_apiserver_resets_total", &["instance"]),
     ("cutover_apiserver_token_uses_total", &["instance", "kind"]),

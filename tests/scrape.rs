@@ -457,3 +457,59 @@ fn error_kinds_serialize_as_their_metric_label() {
         serde_json::from_str::<ScrapeErrorKind>(r#""http403""#).expect_err("old spelling");
     assert!(unknown.to_string().contains("http_403"), "{unknown}");
 }
+
+#[path = "support/echo_server.rs"]
+mod echo_server;
+
+#[tokio::test]
+async fn an_echoing_server_never_gets_a_piece_of_the_token_into_an_error() {
+    let dir = TempDir::new();
+    let server = echo_server::EchoServer::start(&dir.0).await;
+    let token_path = dir.0.join("token");
+    echo_server::write_token(&token_path, "initial-token");
+    let scraper = |path: &str| {
+        Scraper::new(
+            Target {
+                instance: server.addr.to_string(),
+                addr: server.addr,
+                server_name: "kubernetes".to_string(),
+                path: path.to_string(),
+                ca_file: server.ca_file.clone(),
+                token: Arc::new(TokenFile::new(token_path.clone())),
+            },
+            TIMEOUT,
+            LIMIT,
+        )
+        .expect("scraper")
+    };
+    let (body, header) = (scraper("/echo"), scraper("/header"));
+    let watch = Watch::default_families();
+    for len in 1..=2000 {
+        let token = echo_server::token_of(len);
+        echo_server::write_token(&token_path, &token);
+        let before = server.requests.load(std::sync::atomic::Ordering::SeqCst);
+        for (scraper, case) in [(&body, "error body"), (&header, "Content-Type")] {
+            let err = match scraper.scrape(&watch).await {
+                Ok(_) => panic!("len {len}, {case}: the scrape succeeded"),
+                Err(err) => err,
+            };
+            if len < cutover_auditor::credentials::MIN_TOKEN_BYTES {
+                // Refused when read: nothing was sent.
+                assert_eq!(err.kind, ScrapeErrorKind::TokenUnreadable, "{err}");
+                continue;
+            }
+            let want = if case == "Content-Type" {
+                vec![ScrapeErrorKind::Decode]
+            } else {
+                vec![ScrapeErrorKind::HttpOther, ScrapeErrorKind::Http403]
+            };
+            assert!(want.contains(&err.kind), "len {len}, {case}: {err}");
+            assert!(err.detail.contains("<redacted"), "len {len}, {case}: {err}");
+            echo_server::assert_no_token(&err.detail, &token, &format!("len {len}, {case}"));
+            echo_server::assert_no_token(&err.to_string(), &token, &format!("len {len}"));
+        }
+        let sent = server.requests.load(std::sync::atomic::Ordering::SeqCst) - before;
+        let want = if len < 4 { 0 } else { 2 };
+        assert_eq!(sent, want, "len {len}: requests sent");
+    }
+}

@@ -1,6 +1,7 @@
 //! The admin server over real HTTP on loopback: every route, content types,
-//! gzip, readiness, method and path errors, the JSON status round trip, and
-//! a shutdown that is prompt even with a keep-alive connection open.
+//! gzip, readiness, method and path errors, the JSON status round trip, a
+//! shutdown that is prompt even with a keep-alive connection open, and
+//! probes that get through slow clients holding every connection.
 
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test may do I/O
 
@@ -427,20 +428,217 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
 }
 
 #[tokio::test]
-async fn connections_are_bounded_and_idle_ones_do_not_hold_a_slot_forever() {
-    let f = start_with(sample_status(), short_limits(1)).await;
+async fn a_new_client_takes_the_place_of_an_idle_one() {
+    let limits = Limits {
+        eviction_min_idle: Duration::from_millis(200),
+        header_read_timeout: Duration::from_secs(30),
+        ..short_limits(1)
+    };
+    let f = start_with(sample_status(), limits).await;
     // An idle connection takes the only slot...
-    let _idle = TcpStream::connect(f.base.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    // ...so this request waits in the backlog until the idle one times out.
+    let mut idle = TcpStream::connect(addr(&f)).await.unwrap();
     let started = Instant::now();
-    assert_eq!(f.request(Method::GET, "/healthz").await.0, StatusCode::OK);
+    // ...and is closed for this request once it has waited 200 ms, not
+    // after the 30 s header timeout.
+    assert_eq!(probe(&f).await, Ok(()));
     let waited = started.elapsed();
     assert!(
         waited >= Duration::from_millis(150),
         "served at once: {waited:?}"
     );
     assert!(waited < Duration::from_secs(5), "{waited:?}");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the idle connection was not closed");
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+}
+
+fn addr(f: &Fixture) -> &str {
+    f.base.trim_start_matches("http://")
+}
+
+/// One `GET /healthz` on a fresh connection, as the kubelet probes: `Ok`
+/// when `200 OK` arrives within 1 s.
+async fn probe(f: &Fixture) -> Result<(), String> {
+    let exchange = async {
+        let mut s = TcpStream::connect(addr(f))
+            .await
+            .map_err(|e| e.to_string())?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(answer)
+    };
+    match tokio::time::timeout(Duration::from_secs(1), exchange).await {
+        Err(_) => Err("no answer within 1 s".into()),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(answer)) if answer.starts_with(b"HTTP/1.1 200 OK") => Ok(()),
+        Ok(Ok(answer)) => Err(String::from_utf8_lossy(&answer).into_owned()),
+    }
+}
+
+/// A client that sends a request's headers one byte every 100 ms, never
+/// finishing them, and connects again whenever the server closes it, until
+/// `until`. Returns how many times it connected.
+async fn slow_client(addr: String, until: Instant) -> u32 {
+    let mut connections = 0;
+    while Instant::now() < until {
+        let Ok(mut s) = TcpStream::connect(&addr).await else {
+            continue;
+        };
+        connections += 1;
+        if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .is_err()
+        {
+            continue;
+        }
+        let mut buf = [0u8; 256];
+        loop {
+            let deadline = tokio::time::Instant::from_std(until);
+            tokio::select! {
+                // The server closed the connection (or answered, which it must not).
+                read = s.read(&mut buf) => {
+                    if let Ok(n @ 1..) = read {
+                        panic!("a slow client got an answer: {}", String::from_utf8_lossy(&buf[..n]));
+                    }
+                    break;
+                }
+                () = tokio::time::sleep(Duration::from_millis(100)) => {
+                    if s.write_all(b"X").await.is_err() {
+                        break;
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => return connections,
+            }
+        }
+    }
+    connections
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_that_reconnect_do_not_starve_the_probes() {
+    // The shipped bounds: 64 connections.
+    let f = start(sample_status()).await;
+    f.ready.store(true, Ordering::Release);
+    let started = Instant::now();
+    let until = started + Duration::from_secs(5);
+    let clients: Vec<_> = (0..80)
+        .map(|_| tokio::spawn(slow_client(addr(&f).to_string(), until)))
+        .collect();
+    // Every probe, on a fresh connection as the kubelet's, answers in time.
+    let mut probes = 0;
+    while Instant::now() < until {
+        if let Err(e) = probe(&f).await {
+            panic!("probe {probes} failed after {:?}: {e}", started.elapsed());
+        }
+        probes += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut connections = 0;
+    for c in clients {
+        connections += c.await.unwrap();
+    }
+    assert!(probes >= 20, "{probes} probes");
+    // The slow clients were closed to make room, and came back.
+    assert!(connections > 80, "{connections} connections");
+    let (_, _, page) = f.request(Method::GET, "/metrics").await;
+    let page = String::from_utf8(page).unwrap();
+    let evicted: u64 = page
+        .lines()
+        .find_map(|l| l.strip_prefix("cutover_admin_connections_evicted_total "))
+        .expect("the eviction counter")
+        .parse()
+        .unwrap();
+    assert!(evicted > 0, "{page}");
+    // /readyz too.
+    assert_eq!(f.request(Method::GET, "/readyz").await.0, StatusCode::OK);
+}
+
+/// The log lines written while a test runs (current-thread runtime only).
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn lines(&self, needle: &str) -> usize {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+}
+
+#[tokio::test]
+async fn an_overload_is_logged_once_per_episode_and_counted() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let limits = Limits {
+        eviction_min_idle: Duration::from_millis(20),
+        header_read_timeout: Duration::from_secs(30),
+        ..short_limits(4)
+    };
+    let f = start_with(sample_status(), limits).await;
+    let overloaded = "admin server: overloaded";
+    for episode in 1..=2 {
+        let mut idle = Vec::new();
+        for _ in 0..4 {
+            idle.push(TcpStream::connect(addr(&f)).await.unwrap());
+        }
+        // Three requests on keep-alive connections: each takes the place of
+        // the connection that has waited longest, the idle ones in order.
+        let clients: Vec<reqwest::Client> = (0..3)
+            .map(|_| reqwest::Client::builder().no_proxy().build().unwrap())
+            .collect();
+        for (i, client) in clients.iter().enumerate() {
+            let r = client.get(format!("{}/healthz", f.base)).send().await;
+            assert_eq!(r.unwrap().status(), StatusCode::OK);
+            let mut rest = Vec::new();
+            let closed =
+                tokio::time::timeout(Duration::from_secs(5), idle[i].read_to_end(&mut rest)).await;
+            assert!(closed.is_ok(), "idle connection {i} was not closed");
+        }
+        assert_eq!(logs.lines(overloaded), episode, "episode {episode}");
+        // The newest idle connection was spared.
+        idle[3]
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = [0u8; 15];
+        idle[3].read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"HTTP/1.1 200 OK");
+        // Everyone leaves: the episode ends.
+        drop(idle);
+        drop(clients);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while logs.lines("admin server: overload over") < episode {
+            assert!(Instant::now() < deadline, "the overload never ended");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    assert_eq!(logs.lines("evicted=3"), 2);
+    let page = String::from_utf8(f.request(Method::GET, "/metrics").await.2).unwrap();
+    assert!(
+        page.contains("cutover_admin_connections_evicted_total 6\n"),
+        "{page}"
+    );
 }
