@@ -836,11 +836,17 @@ impl Write for Sink {
 }
 
 fn write_sink(sink: &mut Sink, bytes: &[u8]) -> Result<(), ExpositionError> {
+    // The bytes within the limit are read before the limit is reported, so a
+    // malformed line before it gives the same error however the body is
+    // chunked.
+    let room = sink.limit.saturating_sub(sink.decoded);
+    let fits = usize::try_from(room).map_or(bytes.len(), |room| room.min(bytes.len()));
     sink.decoded = sink.decoded.saturating_add(bytes.len() as u64);
-    if sink.decoded > sink.limit {
+    sink.extractor.feed(&bytes[..fits])?;
+    if fits < bytes.len() {
         return Err(ExpositionError::TooLarge { limit: sink.limit });
     }
-    sink.extractor.feed(bytes)
+    Ok(())
 }
 
 /// The label pairs of `sample` sorted, so order on the page does not matter.

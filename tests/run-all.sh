@@ -67,3 +67,14 @@ done < <(grep -rn -A3 '^\s*#\[allow(.*clippy::disallowed_' src --include='*.rs' 
 
 cargo clippy --all-targets --locked -- -D warnings
 cargo nextest run --locked --all-targets --no-fail-fast
+
+# Fuzz targets (fuzz/, docs/fuzzing.md): build them and replay the committed
+# corpus once, no long runs. cargo-fuzz needs the nightly toolchain.
+if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  echo "run-all: the fuzz step needs a nightly toolchain (rustup toolchain install nightly)" >&2
+  exit 1
+fi
+command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+for target in extract config state scenario; do
+  (cd fuzz && cargo +nightly fuzz run "$target" "corpus/$target" -- -runs=0)
+done
