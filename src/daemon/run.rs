@@ -282,7 +282,6 @@ async fn restarting<F, Fut>(
     }
 }
 
-
 /// How long the shutdown may take before the daemon gives up on it.
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
 /// Concurrent scrapes at most: pages are large, and the apiservers are shared.
@@ -526,8 +525,11 @@ pub async fn run_with_faults(
         None => info!("shutting down: readiness off, scraping stopped, writing state"),
         Some((task, how)) => {
             metrics.observe_task_failure(task.label());
-            error!(task = task.label(), how,
-                   "an essential task of the daemon failed: readiness off, draining and exiting non-zero so that the daemon is restarted");
+            error!(
+                task = task.label(),
+                how,
+                "an essential task of the daemon failed: readiness off, draining and exiting non-zero so that the daemon is restarted"
+            );
         }
     }
     let drain = async {
@@ -661,7 +663,8 @@ impl Shared {
                 let reason = chain(e);
                 error!(path = %path.display(), error = %reason,
                        "state not saved; evidence since the last save would be lost on restart; not ready until a write succeeds");
-                self.metrics.observe_state_write(self.clock.now(), Some(reason));
+                self.metrics
+                    .observe_state_write(self.clock.now(), Some(reason));
                 self.readiness.update(|r| r.state_write_failed = true);
             }
         }
