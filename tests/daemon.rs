@@ -921,6 +921,12 @@ async fn a_failed_state_write_is_counted_turns_readiness_off_and_fails_the_final
             d.get("/readyz").await.is_some_and(|(code, _)| code == 503)
         })
         .await;
+    let (_, why) = daemon.get("/readyz").await.unwrap();
+    assert!(
+        why.starts_with("not ready: the last state write failed: cannot write state file")
+            && why.contains("No such file or directory (os error 2)"),
+        "{why}"
+    );
     let last_success = daemon
         .metric("cutover_state_last_write_success_timestamp_seconds")
         .await
