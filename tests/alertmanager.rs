@@ -539,7 +539,7 @@ async fn a_pusher_that_panics_is_counted_restarted_and_pushes_again() {
     use cutover_auditor::daemon::{self, Faults, Options, Resolver, Task};
     use daemon_support::{config_for, start_world, test_dir};
     let dir = scratch("pusher-panic");
-    let mut am = Alertmanager::start(&dir, "am", free_port());
+    let am = Alertmanager::start(&dir, "am", free_port());
     am.wait_ready().await;
     let work = test_dir("am-pusher-panic");
     let (sim, clock, _) = start_world(PUSH_WORLD, &work).await;
