@@ -517,6 +517,7 @@ pub async fn run_with_faults(
                 Ok((id, ())) => (id, "ended".to_owned()),
                 Err(e) => (e.id(), panic_message(e)),
             };
+            // Every task of `background` is in `names` (inserted at spawn).
             Some((names.get(&id).copied().unwrap_or(Task::Evaluator), how))
         }
     };
