@@ -35,7 +35,8 @@ Commands:
       --clock-start (as printed by `simulate`) run it on the clock of
       simulated apiservers: N simulated seconds per real second, SIM the
       simulated Unix time at real Unix time REAL. Exit 69 when the listen
-      address cannot be bound.
+      address cannot be bound, 70 when an essential task failed (after
+      draining), 74 when the state write at shutdown failed.
 
   demo [--listen ADDR] [--speed N] [--for DURATION]
       Simulated apiservers (tests/scenarios/demo.toml, built in) and the
@@ -90,6 +91,14 @@ fn usage(err: impl std::fmt::Display) -> anyhow::Error {
 /// (sysexits `EX_UNAVAILABLE`: a service the command needs is unavailable).
 const EX_UNAVAILABLE: u8 = 69;
 
+/// Exit status when the state file could not be written at shutdown
+/// (sysexits `EX_IOERR`): evidence since the last successful write is lost.
+const EX_IOERR: u8 = 74;
+
+/// Exit status when an essential task of the daemon failed (sysexits
+/// `EX_SOFTWARE`: an internal error); the supervisor restarts the daemon.
+const EX_SOFTWARE: u8 = 70;
+
 /// The admin or a simulated address could not be bound: the address, why in
 /// words, and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +152,11 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         }
         if cause.is::<ListenError>() {
             return EX_UNAVAILABLE;
+        }
+        match cause.downcast_ref::<DaemonError>() {
+            Some(DaemonError::FinalStateWrite(_)) => return EX_IOERR,
+            Some(DaemonError::TaskFailed { .. }) => return EX_SOFTWARE,
+            _ => {}
         }
         if cause.is::<inspect::NoExposition>() {
             return inspect::EX_DATAERR;

@@ -23,6 +23,15 @@ use crate::time::Timestamp;
 use crate::verdict::{CutoverSpec, Reason, State, Verdict};
 use crate::window::IncreaseWindow;
 
+/// The tasks of the daemon: the values of `cutover_task_failures_total{task}`.
+pub const TASKS: [&str; 5] = [
+    "discovery",
+    "scrape_supervisor",
+    "evaluator",
+    "state_writer",
+    "alertmanager_pusher",
+];
+
 /// The auditor's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -49,6 +58,11 @@ pub struct Metrics {
     alertmanager_errors: IntCounter,
     clock_steps_back: IntCounter,
     admin_evictions: IntCounter,
+    task_failures: IntCounterVec,
+    state_write_errors: IntCounter,
+    state_last_write_success: Gauge,
+    /// Why the last state write failed, while it is the last one.
+    state_write_error: Mutex<Option<String>>,
     /// The current targets: the only instances with per-instance series.
     current_targets: Mutex<BTreeSet<String>>,
 }
@@ -218,6 +232,22 @@ impl Metrics {
                 "cutover_admin_connections_evicted_total",
                 "Admin server connections closed while waiting for request headers to make room for a new client (all connections taken)."
             ))?),
+            task_failures: reg!(IntCounterVec::new(
+                opts(
+                    "cutover_task_failures_total",
+                    "Tasks of the daemon that panicked or ended unexpectedly, by task; the state writer and the Alertmanager pusher are restarted, the others stop the daemon."
+                ),
+                &["task"]
+            )?),
+            state_write_errors: reg!(IntCounter::with_opts(opts(
+                "cutover_state_write_errors_total",
+                "Failed writes of the state file (the reason is logged); /readyz answers 503 until a write succeeds."
+            ))?),
+            state_last_write_success: reg!(Gauge::with_opts(opts(
+                "cutover_state_last_write_success_timestamp_seconds",
+                "When the state file was last written successfully (Unix seconds; 0 if not yet)."
+            ))?),
+            state_write_error: Mutex::new(None),
             current_targets: Mutex::new(BTreeSet::new()),
             registry,
         };
@@ -232,6 +262,9 @@ impl Metrics {
         build_info.with_label_values(&[version]).set(1);
         for kind in TokenKind::ALL {
             m.token_uses.with_label_values(&[kind.label()]);
+        }
+        for task in TASKS {
+            m.task_failures.with_label_values(&[task]);
         }
         Ok(m)
     }
@@ -392,6 +425,36 @@ impl Metrics {
     /// Counts an admin server connection closed to make room.
     pub fn admin_connection_evicted(&self) {
         self.admin_evictions.inc();
+    }
+
+    /// Counts a task of the daemon that panicked or ended; `task` is one of
+    /// [`TASKS`] (any other name is counted under none, keeping the label
+    /// bounded).
+    pub fn observe_task_failure(&self, task: &str) {
+        if TASKS.contains(&task) {
+            self.task_failures.with_label_values(&[task]).inc();
+        }
+    }
+
+    /// Records a state write at `at`: successful (`error` is `None`), or
+    /// failed for `error`.
+    pub fn observe_state_write(&self, at: Timestamp, error: Option<String>) {
+        match &error {
+            None => self.state_last_write_success.set(at.as_secs_f64()),
+            Some(_) => self.state_write_errors.inc(),
+        }
+        *self
+            .state_write_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = error;
+    }
+
+    /// Why the last state write failed, if it did.
+    pub fn state_write_error(&self) -> Option<String> {
+        self.state_write_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// Counts a failed push to Alertmanager.

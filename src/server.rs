@@ -554,6 +554,10 @@ fn readyz(admin: &Admin) -> Response<Full<Bytes>> {
     if admin.ready.load(Ordering::Acquire) {
         return text(StatusCode::OK, "ok\n".into());
     }
+    if let Some(error) = admin.metrics.state_write_error() {
+        let why = format!("not ready: the last state write failed: {error}\n");
+        return text(StatusCode::SERVICE_UNAVAILABLE, why);
+    }
     let why = if admin.status.borrow().evaluated_at.is_none() {
         "not ready: first evaluation pending\n"
     } else {

@@ -539,3 +539,63 @@ async fn the_daemon_pushes_its_alerts_and_an_absent_alertmanager_changes_nothing
     daemon.stop().await;
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pusher_that_panics_is_counted_restarted_and_pushes_again() {
+    use cutover_auditor::daemon::{self, Faults, Options, Resolver, Task};
+    use daemon_support::{config_for, start_world, test_dir};
+    let dir = scratch("pusher-panic");
+    let am = Alertmanager::start(&dir, "am", free_port());
+    am.wait_ready().await;
+    let work = test_dir("am-pusher-panic");
+    let (sim, clock, _) = start_world(PUSH_WORLD, &work).await;
+    let extra = format!(
+        "[alertmanager]\nurls = [\"{}\"]\nresend_interval = \"1m\"\ntimeout = \"5s\"\n\
+         [cutovers.legacy-tokens]\nwindow = \"10m\"\n[cutovers.legacy-auto-tokens]\nwindow = \"10m\"\n",
+        am.url
+    );
+    let config = config_for(&sim, &work.join("state.json"), "30s", "20s", &extra);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = listener.local_addr().unwrap();
+    let faults = Faults::default();
+    faults.panic_next(Task::AlertmanagerPusher);
+    let options = Options {
+        config,
+        clock: clock.clone(),
+        listener: Some(listener),
+        events: None,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(daemon::run_with_faults(
+        options,
+        Resolver::System,
+        faults,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    // The first pusher panicked at once; the restarted one pushes the
+    // in-use alert (in use from about 1m, pending for 5m).
+    clock.sleep(Duration::from_secs(6 * 60 + 30)).await;
+    am.wait_for("the in-use alert from the restarted pusher", |alerts| {
+        find(alerts, "LegacyServiceAccountTokensInUse").cloned()
+    })
+    .await;
+    let page = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = "cutover_task_failures_total{task=\"alertmanager_pusher\"} 1";
+    assert!(page.lines().any(|l| l == line), "{line} missing in\n{page}");
+
+    let _ = stop.send(());
+    let result = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("drains within 20 s")
+        .expect("run did not panic");
+    assert!(result.is_ok(), "{result:?}");
+    sim.shutdown().await;
+}

@@ -14,8 +14,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cutover_auditor::config::Targets;
-use cutover_auditor::daemon::DaemonError;
+use cutover_auditor::clock::Clock;
+use cutover_auditor::config::{Config, Targets};
+use cutover_auditor::daemon::{self, DaemonError, Faults, Task};
 use cutover_auditor::families::TokenKind;
 use cutover_auditor::status::{ScrapeErrorKind, Status, TargetHealth};
 use cutover_auditor::verdict::{Reason, State};
@@ -23,6 +24,8 @@ use support::{
     Daemon, config_for, requests_on, sample, start_world, test_dir, with_static_targets,
 };
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 const MIN: u64 = 60;
 
@@ -702,6 +705,257 @@ async fn an_error_at_start_leaves_no_admin_server_behind() {
     assert!(
         connected.is_err(),
         "the admin server outlived run's error: {addr} still accepts connections"
+    );
+    sim.shutdown().await;
+}
+
+/// A daemon run with fault injection ([`daemon::run_with_faults`]): its admin
+/// address, a stop signal and the task running it.
+struct Faulty {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), DaemonError>>,
+}
+
+impl Faulty {
+    async fn start(config: Config, clock: Clock, faults: Faults) -> Faulty {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let options = daemon::Options {
+            config,
+            clock,
+            listener: Some(listener),
+            events: None,
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(daemon::run_with_faults(
+            options,
+            daemon::Resolver::System,
+            faults,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Faulty {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Status code and body of `path`, or `None` when nothing answers.
+    async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let response = reqwest::Client::new()
+            .get(format!("http://{}{path}", self.addr))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .ok()?;
+        let code = response.status().as_u16();
+        Some((code, response.text().await.unwrap_or_default()))
+    }
+
+    /// The value of the sample of `/metrics` whose name and labels are `series`.
+    async fn metric(&self, series: &str) -> Option<f64> {
+        let (_, page) = self.get("/metrics").await?;
+        page.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// Waits (bounded: 30 s real) until `check` holds for `what`.
+    async fn wait_for(&self, what: &str, check: impl AsyncFn(&Faulty) -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !check(self).await {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not {what} within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn ready(&self) -> bool {
+        self.get("/readyz")
+            .await
+            .is_some_and(|(code, _)| code == 200)
+    }
+
+    /// Stops the daemon; what `run` returned.
+    async fn stop(mut self) -> Result<(), DaemonError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.returned().await
+    }
+
+    /// What `run` returned (within 20 s, without a stop signal).
+    async fn returned(&mut self) -> Result<(), DaemonError> {
+        tokio::time::timeout(Duration::from_secs(20), &mut self.task)
+            .await
+            .expect("run returns within 20 s")
+            .expect("run did not panic")
+    }
+}
+
+/// An error and its sources, joined as `anyhow`'s `{:#}` prints them.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_writer_that_panics_is_counted_and_restarted() {
+    let dir = test_dir("daemon-writer-panic");
+    let (sim, clock, _) = start_world(STATIC_WORLD, &dir).await;
+    let state = dir.join("state.json");
+    let config = config_for(&sim, &state, "30s", "20s", SHORT_WINDOWS);
+    let faults = Faults::default();
+    faults.panic_next(Task::StateWriter);
+    let daemon = Faulty::start(config, clock, faults).await;
+    let failures = r#"cutover_task_failures_total{task="state_writer"}"#;
+    daemon
+        .wait_for("a state writer failure counted", async |d| {
+            d.metric(failures).await == Some(1.0)
+        })
+        .await;
+    // Restarted: the state file is written while the daemon runs.
+    daemon
+        .wait_for("the state written by the restarted writer", async |d| {
+            d.metric("cutover_state_last_write_success_timestamp_seconds")
+                .await
+                .is_some_and(|t| t > 0.0)
+        })
+        .await;
+    assert!(state.exists());
+    daemon.wait_for("ready", async |d| d.ready().await).await;
+    for other in ["discovery", "scrape_supervisor", "evaluator"] {
+        let series = format!("cutover_task_failures_total{{task=\"{other}\"}}");
+        assert_eq!(daemon.metric(&series).await, Some(0.0), "{series}");
+    }
+    assert_eq!(
+        daemon.metric(failures).await,
+        Some(1.0),
+        "one panic, one count"
+    );
+    daemon.stop().await.expect("a clean stop");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_essential_task_that_panics_drains_and_stops_the_daemon_naming_it() {
+    let dir = test_dir("daemon-essential-panic");
+    let (sim, clock, _) = start_world(STATIC_WORLD, &dir).await;
+    for task in [Task::Discovery, Task::ScrapeSupervisor, Task::Evaluator] {
+        let state = dir.join(format!("{}.json", task.label()));
+        let mut config = config_for(&sim, &state, "30s", "20s", SHORT_WINDOWS);
+        // No periodic write during the test: the file is the drain's.
+        config.state.write_interval = Duration::from_secs(24 * 3600);
+        let faults = Faults::default();
+        let mut daemon = Faulty::start(config, clock.clone(), faults.clone()).await;
+        if task == Task::Evaluator {
+            // Fails after the first evaluation, while the daemon is ready.
+            daemon.wait_for("ready", async |d| d.ready().await).await;
+        }
+        faults.panic_next(task);
+        let result = daemon.returned().await;
+        match &result {
+            Err(DaemonError::TaskFailed { task: name, how }) => {
+                assert_eq!(*name, task.label());
+                assert!(how.contains("panicked: injected fault"), "{how}");
+            }
+            other => panic!("{task:?}: run returned {other:?}"),
+        }
+        assert!(
+            state.exists(),
+            "{task:?}: the drain wrote the state before stopping"
+        );
+        assert!(
+            daemon.get("/readyz").await.is_none(),
+            "{task:?}: the admin server stopped with the daemon"
+        );
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_state_write_is_counted_turns_readiness_off_and_fails_the_final_write() {
+    let dir = test_dir("daemon-write-fails");
+    let (sim, clock, _) = start_world(STATIC_WORLD, &dir).await;
+    // Tests run as root, where a read-only mode does not stop writes: the
+    // state file's directory is removed instead (ENOENT).
+    let state_dir = dir.join("state");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    let state = state_dir.join("state.json");
+    let config = config_for(&sim, &state, "30s", "20s", SHORT_WINDOWS);
+    let daemon = Faulty::start(config, clock, Faults::default()).await;
+    daemon.wait_for("ready", async |d| d.ready().await).await;
+    daemon
+        .wait_for("a first write", async |d| {
+            d.metric("cutover_state_last_write_success_timestamp_seconds")
+                .await
+                .is_some_and(|t| t > 0.0)
+        })
+        .await;
+    assert_eq!(
+        daemon.metric("cutover_state_write_errors_total").await,
+        Some(0.0)
+    );
+
+    std::fs::remove_dir_all(&state_dir).unwrap();
+    daemon
+        .wait_for("a failed write counted", async |d| {
+            d.metric("cutover_state_write_errors_total")
+                .await
+                .is_some_and(|n| n >= 1.0)
+        })
+        .await;
+    daemon
+        .wait_for("not ready while writes fail", async |d| {
+            d.get("/readyz").await.is_some_and(|(code, _)| code == 503)
+        })
+        .await;
+    let (_, why) = daemon.get("/readyz").await.unwrap();
+    assert!(
+        why.starts_with("not ready: the last state write failed: cannot write state file")
+            && why.contains("No such file or directory (os error 2)"),
+        "{why}"
+    );
+    let last_success = daemon
+        .metric("cutover_state_last_write_success_timestamp_seconds")
+        .await
+        .unwrap();
+
+    // The directory is back: the next write succeeds, readiness returns.
+    std::fs::create_dir_all(&state_dir).unwrap();
+    daemon
+        .wait_for("ready again", async |d| d.ready().await)
+        .await;
+    assert!(state.exists());
+    let now_success = daemon
+        .metric("cutover_state_last_write_success_timestamp_seconds")
+        .await
+        .unwrap();
+    assert!(now_success > last_success, "{now_success} > {last_success}");
+
+    // Gone again at shutdown: the final write fails, and `run` says why.
+    std::fs::remove_dir_all(&state_dir).unwrap();
+    let result = daemon.stop().await;
+    let Err(err @ DaemonError::FinalStateWrite(_)) = &result else {
+        panic!("run returned {result:?}");
+    };
+    let text = error_chain(err);
+    assert!(
+        text.contains("final state write failed")
+            && text.contains(&state.display().to_string())
+            && text.contains("No such file or directory (os error 2)"),
+        "{text}"
     );
     sim.shutdown().await;
 }

@@ -3,6 +3,8 @@
 //! checks as the fuzz targets (`fuzz/src/lib.rs`), so the plain test suite
 //! keeps them covered without a nightly toolchain.
 
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::fs;
 use std::path::Path;
 

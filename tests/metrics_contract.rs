@@ -41,8 +41,11 @@ const GOLDEN: &[(&str, &[&str])] = &[
     ("cutover_scrape_errors_total", &["instance", "reason"]),
     ("cutover_scrape_success", &["instance"]),
     ("cutover_state", &["cutover", "state"]),
+    ("cutover_state_last_write_success_timestamp_seconds", &[]),
     ("cutover_state_since_timestamp_seconds", &["cutover"]),
+    ("cutover_state_write_errors_total", &[]),
     ("cutover_targets", &[]),
+    ("cutover_task_failures_total", &["task"]),
     ("cutover_token_uses_increase", &["kind", "window"]),
     ("cutover_token_uses_total", &["kind"]),
     ("cutover_window_coverage_ratio", &["cutover"]),
@@ -105,6 +108,13 @@ fn allowed(metric: &str, label: &str, value: &str) -> bool {
         (_, "window") => one_of(&["5m", "1h", "24h", "7d"]),
         (_, "instance") => one_of(&[A, B]),
         ("cutover_build_info", "version") => value == VERSION,
+        ("cutover_task_failures_total", "task") => one_of(&[
+            "discovery",
+            "scrape_supervisor",
+            "evaluator",
+            "state_writer",
+            "alertmanager_pusher",
+        ]),
         _ => false,
     }
 }
@@ -380,6 +390,7 @@ fn label_values_are_bounded() {
         count("cutover_scrape_errors_total"),
         ScrapeErrorKind::ALL.len()
     );
+    assert_eq!(count("cutover_task_failures_total"), 5);
 }
 
 #[test]

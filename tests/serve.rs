@@ -284,6 +284,93 @@ fn sigquit_drains_and_writes_the_state() {
     assert!(state.exists(), "state written on the SIGQUIT drain");
 }
 
+#[test]
+fn a_failed_final_state_write_exits_74_with_the_os_reason() {
+    let dir = test_dir("serve-final-write");
+    let port = free_port();
+    // Tests run as root, where a read-only mode does not stop writes: the
+    // state file's directory is removed under the running daemon instead.
+    let state_dir = dir.join("state");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    let state = state_dir.join("state.json");
+    let config = dir.join("config.toml");
+    let token = dir.join("token");
+    std::fs::write(&token, "a-token\n").unwrap();
+    let ca = dir.join("ca.crt");
+    cutover_auditor::simulator::tls::ClusterCa::generate()
+        .unwrap()
+        .write(&ca)
+        .unwrap();
+    let target_port = free_port();
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\n[scrape]\ninterval = \"1s\"\ntimeout = \"500ms\"\n\
+             [[targets.static]]\nurl = \"https://127.0.0.1:{target_port}\"\ntoken_file = \"{}\"\nca_file = \"{}\"\n\
+             [state]\npath = \"{}\"\n[log]\nformat = \"text\"\nlevel = \"info\"\n",
+            token.display(),
+            ca.display(),
+            state.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Guard(
+        bin()
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start serve"),
+    );
+    let stderr = child.0.stderr.take().expect("stderr");
+    let logs = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "not listening within 20 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::remove_dir_all(&state_dir).unwrap();
+    let pid = child.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no exit within 15 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let logs = logs.join().unwrap();
+    assert_eq!(status.code(), Some(74), "EX_IOERR: {logs:#?}");
+    let reason = "No such file or directory (os error 2)";
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("state not saved") && l.contains(reason)),
+        "the log line names the OS reason: {logs:#?}"
+    );
+    assert!(
+        logs.iter().any(|l| l.starts_with("cutover-auditor: ")
+            && l.contains("final state write failed")
+            && l.contains(reason)),
+        "the exit message says why: {logs:#?}"
+    );
+}
+
 /// Runs `serve --check-config` on `text`; returns (exit code, stderr + stdout).
 fn check_config(dir: &Path, name: &str, text: &str) -> (Option<i32>, String) {
     let path = dir.join(name);

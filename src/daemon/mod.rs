@@ -12,6 +12,9 @@ mod run;
 mod supervise;
 mod targets;
 
-pub use self::run::{DaemonError, Event, Options, ResumeOutcome, run, run_with_resolver};
+pub use self::run::{
+    DaemonError, Event, Faults, Options, PersistError, ResumeOutcome, Task, run, run_with_faults,
+    run_with_resolver,
+};
 use self::run::{Shared, stopped};
 pub use self::targets::{ResolveFn, Resolver};

@@ -4,6 +4,7 @@
 // Shell (I/O allowed, see clippy.toml): sockets, the clock, timers and the state file.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -93,6 +94,192 @@ pub enum DaemonError {
     /// Discovery could not be set up.
     #[error("cannot set up discovery")]
     Discovery(#[from] crate::discovery::DiscoveryError),
+    /// An essential task (discovery, the scrape supervisor, the evaluator)
+    /// panicked or ended: the daemon drained and stopped, so that its
+    /// supervisor (Kubernetes) restarts it.
+    #[error("the {task} task {how}; the daemon drained and stopped")]
+    TaskFailed {
+        /// The task's name, as in `cutover_task_failures_total{task}`.
+        task: &'static str,
+        /// What happened: "panicked: <message>" or "ended".
+        how: String,
+    },
+    /// The state write at shutdown failed: evidence since the last
+    /// successful write is lost.
+    #[error("the final state write failed; evidence since the last successful write is lost")]
+    FinalStateWrite(#[source] PersistError),
+}
+
+/// Why one state write failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    /// Writing the file failed (the source names the OS error).
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    /// The blocking write task panicked or was cancelled (a bug).
+    #[error("the state write task failed: {0}")]
+    Join(String),
+}
+
+/// A task of the daemon, by the name its failures are counted under in
+/// `cutover_task_failures_total{task}`. Public only for fault injection in
+/// tests ([`run_with_faults`]).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Task {
+    /// Lists the targets (essential: a failure stops the daemon).
+    Discovery,
+    /// Starts and stops the scrape tasks (essential).
+    ScrapeSupervisor,
+    /// Evaluates the verdicts and sets readiness (essential).
+    Evaluator,
+    /// Writes the state file every `write_interval` (restarted with backoff).
+    StateWriter,
+    /// Pushes alerts to Alertmanager (restarted with backoff).
+    AlertmanagerPusher,
+}
+
+impl Task {
+    /// The label value (one of [`crate::metrics::TASKS`]).
+    pub fn label(self) -> &'static str {
+        match self {
+            Task::Discovery => "discovery",
+            Task::ScrapeSupervisor => "scrape_supervisor",
+            Task::Evaluator => "evaluator",
+            Task::StateWriter => "state_writer",
+            Task::AlertmanagerPusher => "alertmanager_pusher",
+        }
+    }
+}
+
+/// Test-only fault injection: a handle that makes the next run (or loop
+/// iteration) of one task panic, once. Never reachable from configuration;
+/// [`run`] and [`run_with_resolver`] pass an unarmed one.
+#[doc(hidden)]
+#[derive(Clone, Default)]
+pub struct Faults(Arc<Mutex<Option<Task>>>);
+
+impl Faults {
+    /// Arms a panic in `task`: at its next start or loop iteration.
+    pub fn panic_next(&self, task: Task) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+    }
+
+    /// Panics if a panic is armed for `task` (and disarms it).
+    fn trip(&self, task: Task) {
+        let mut armed = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if *armed == Some(task) {
+            *armed = None;
+            drop(armed);
+            panic!("injected fault: the {} task panics", task.label());
+        }
+    }
+}
+
+/// The inputs of readiness: `/readyz` answers 200 only after the first
+/// evaluation, while the last state write (if any) succeeded, and until the
+/// drain starts (for good).
+struct Readiness {
+    flag: Arc<AtomicBool>,
+    inputs: Mutex<ReadyInputs>,
+}
+
+#[derive(Default)]
+struct ReadyInputs {
+    evaluated: bool,
+    state_write_failed: bool,
+    stopping: bool,
+}
+
+impl Readiness {
+    fn new(flag: Arc<AtomicBool>) -> Readiness {
+        flag.store(false, Ordering::SeqCst);
+        Readiness {
+            flag,
+            inputs: Mutex::new(ReadyInputs::default()),
+        }
+    }
+
+    fn update(&self, change: impl FnOnce(&mut ReadyInputs)) {
+        let mut inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
+        change(&mut inputs);
+        let ready = inputs.evaluated && !inputs.state_write_failed && !inputs.stopping;
+        self.flag.store(ready, Ordering::SeqCst);
+    }
+}
+
+/// `err` and every source under it, joined by ": " (thiserror's `Display`
+/// shows only the outermost message; the OS error is in the sources).
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+/// The message of a panic payload.
+fn panic_message(err: tokio::task::JoinError) -> String {
+    if err.is_cancelled() {
+        return "was cancelled".to_owned();
+    }
+    let payload = err.into_panic();
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text payload".to_owned());
+    format!("panicked: {message}")
+}
+
+/// The first wait before restarting a task that failed; doubled on each
+/// consecutive failure up to [`RESTART_BACKOFF_MAX`], reset once a run lasted
+/// that long.
+const RESTART_BACKOFF: Duration = Duration::from_secs(1);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// Runs the task `make` builds until `stop` turns true; when it panics or
+/// ends before that, logs it with the task's name and the panic message,
+/// counts it in `cutover_task_failures_total{task}`, and starts a new one
+/// after a backoff (on the daemon's clock).
+async fn restarting<F, Fut>(
+    task: Task,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    mut make: F,
+) where
+    F: FnMut() -> Option<Fut>,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut backoff = RESTART_BACKOFF;
+    loop {
+        let started = shared.clock.now();
+        let how = match make() {
+            Some(run) => {
+                let mut one = JoinSet::new();
+                one.spawn(run);
+                match one.join_next().await {
+                    Some(Ok(())) | None if *stop.borrow() => return,
+                    Some(Ok(())) | None => "ended".to_owned(),
+                    Some(Err(e)) => panic_message(e),
+                }
+            }
+            None => "could not be built".to_owned(),
+        };
+        if shared.clock.now().since(started) >= RESTART_BACKOFF_MAX {
+            backoff = RESTART_BACKOFF;
+        }
+        shared.metrics.observe_task_failure(task.label());
+        error!(task = task.label(), how, restart_in = ?backoff, "a task of the daemon failed; restarting it");
+        tokio::select! {
+            () = shared.clock.sleep(backoff) => {}
+            () = stopped(&mut stop) => return,
+        }
+        backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+    }
 }
 
 /// How long the shutdown may take before the daemon gives up on it.
@@ -108,15 +295,34 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
 }
 
 /// [`run`], resolving the names of static targets with `resolver`.
+pub async fn run_with_resolver(
+    options: Options,
+    resolver: Resolver,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    run_with_faults(options, resolver, Faults::default(), shutdown).await
+}
+
+/// [`run_with_resolver`] with `faults` armable by a test.
 ///
 /// Every task the daemon starts is owned by a [`JoinSet`] of this function
 /// (scrape tasks by the supervisor's), so none outlives it: an error
 /// returns before anything is spawned, the drain stops every task and waits
 /// for it before the final evaluation and state write, and dropping the
 /// future aborts them all.
-pub async fn run_with_resolver(
+///
+/// A task that panics or ends before the shutdown is logged with its name
+/// and the panic message and counted in `cutover_task_failures_total{task}`.
+/// The state writer and the Alertmanager pusher are restarted with a
+/// backoff; discovery, the scrape supervisor and the evaluator are
+/// essential: readiness turns false, the daemon drains as on a signal and
+/// returns [`DaemonError::TaskFailed`]. A failed final state write returns
+/// [`DaemonError::FinalStateWrite`].
+#[doc(hidden)]
+pub async fn run_with_faults(
     options: Options,
     resolver: Resolver,
+    faults: Faults,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let Options {
@@ -147,12 +353,14 @@ pub async fn run_with_resolver(
 
     let (snapshot, resume) = load_state(&config, clock.now());
     let core = Core::start(&config, snapshot);
+    let ready = Arc::new(AtomicBool::new(false));
     let shared = Arc::new(Shared {
         core: Mutex::new(core),
         metrics: Arc::clone(&metrics),
         config: Arc::clone(&config),
         clock: clock.clone(),
         scrape_slots: Semaphore::new(MAX_CONCURRENT_SCRAPES),
+        readiness: Readiness::new(Arc::clone(&ready)),
     });
     // Everything that can fail is built before the first task starts: an
     // error returns with nothing left running (the listener closes with it).
@@ -172,7 +380,6 @@ pub async fn run_with_resolver(
         version: env!("CARGO_PKG_VERSION").to_owned(),
         ..Status::default()
     });
-    let ready = Arc::new(AtomicBool::new(false));
     let (stop_server_tx, mut stop_server_rx) = watch::channel(false);
     let admin = Admin {
         metrics: Arc::clone(&metrics),
@@ -186,30 +393,70 @@ pub async fn run_with_resolver(
             let _ = stop_server_rx.wait_for(|stop| *stop).await;
         };
         if let Err(e) = server::serve(listener, admin, stop).await {
-            error!(error = %format!("{e:#}"), "admin server failed");
+            error!(error = %chain(&e), "admin server failed");
         }
     });
 
-    let mut background = JoinSet::new();
-    if let Some(pusher) = pusher {
-        // Its own task: a slow or absent Alertmanager never delays scraping.
-        background.spawn(pusher.run(status_tx.subscribe()));
-    }
-    background.spawn(discovery);
     // Tasks that must finish what they are doing rather than be aborted
     // (a scrape task left behind, a state write cut short) stop on this.
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Which task of `background` a task id is, to name it when it fails.
+    let mut names = HashMap::new();
+    let mut background = JoinSet::new();
+    if let Some(first) = pusher {
+        // Its own task: a slow or absent Alertmanager never delays scraping.
+        let mut first = Some(first);
+        let (config, clock, metrics) = (Arc::clone(&config), clock.clone(), Arc::clone(&metrics));
+        let status = status_tx.subscribe();
+        let faults = faults.clone();
+        let make = move || {
+            let pusher = match first.take() {
+                Some(pusher) => pusher,
+                None => {
+                    let am = config.alertmanager.as_ref()?;
+                    match Pusher::new(am, clock.clone(), Arc::clone(&metrics)) {
+                        Ok(pusher) => pusher,
+                        Err(e) => {
+                            error!(error = %chain(&e), "cannot rebuild the Alertmanager pusher");
+                            return None;
+                        }
+                    }
+                }
+            };
+            let (status, faults) = (status.clone(), faults.clone());
+            Some(async move {
+                faults.trip(Task::AlertmanagerPusher);
+                pusher.run(status).await;
+            })
+        };
+        let pushing = restarting(
+            Task::AlertmanagerPusher,
+            Arc::clone(&shared),
+            stop_rx.clone(),
+            make,
+        );
+        names.insert(background.spawn(pushing).id(), Task::AlertmanagerPusher);
+    }
+    let discovering = {
+        let faults = faults.clone();
+        async move {
+            faults.trip(Task::Discovery);
+            discovery.await;
+        }
+    };
+    names.insert(background.spawn(discovering).id(), Task::Discovery);
     let mut scraping = JoinSet::new();
-    scraping.spawn(supervise_scrapers(
-        Arc::clone(&shared),
-        targets_rx,
-        stop_rx.clone(),
-    ));
+    let supervisor = supervise_scrapers(Arc::clone(&shared), targets_rx, stop_rx.clone());
+    let faults_ = faults.clone();
+    scraping.spawn(async move {
+        faults_.trip(Task::ScrapeSupervisor);
+        supervisor.await;
+    });
     let evaluator = {
         let shared = Arc::clone(&shared);
-        let ready = Arc::clone(&ready);
         let emit = emit.clone();
         let status_tx = status_tx.clone();
+        let faults = faults.clone();
         async move {
             // The first evaluation waits for the first scrapes (which start at
             // once) to finish or time out, so readiness means something.
@@ -218,33 +465,74 @@ pub async fn run_with_resolver(
                 .sleep(shared.config.scrape.timeout + Duration::from_millis(500))
                 .await;
             loop {
+                faults.trip(Task::Evaluator);
                 let status = shared.evaluate(&emit);
                 let _ = status_tx.send(status);
-                ready.store(true, Ordering::SeqCst);
+                shared.readiness.update(|r| r.evaluated = true);
                 shared.clock.sleep(shared.config.scrape.interval).await;
             }
         }
     };
-    background.spawn(evaluator);
+    names.insert(background.spawn(evaluator).id(), Task::Evaluator);
     let mut persisting = JoinSet::new();
     if let Some(path) = config.state.path.clone() {
-        let shared = Arc::clone(&shared);
-        let mut stop = stop_rx.clone();
-        persisting.spawn(async move {
-            loop {
-                tokio::select! {
-                    // A write in progress completes: an older snapshot must
-                    // not land after the final one.
-                    () = shared.clock.sleep(shared.config.state.write_interval) => shared.persist(&path).await,
-                    () = stopped(&mut stop) => break,
+        let (writer, stop, faults) = (Arc::clone(&shared), stop_rx.clone(), faults.clone());
+        let make = move || {
+            let (shared, path, mut stop) = (Arc::clone(&writer), path.clone(), stop.clone());
+            let faults = faults.clone();
+            Some(async move {
+                loop {
+                    faults.trip(Task::StateWriter);
+                    tokio::select! {
+                        // A write in progress completes: an older snapshot must
+                        // not land after the final one. A failure is logged,
+                        // counted and turns readiness off (in `persist`).
+                        () = shared.clock.sleep(shared.config.state.write_interval) => {
+                            let _ = shared.persist(&path).await;
+                        }
+                        () = stopped(&mut stop) => break,
+                    }
                 }
-            }
-        });
+            })
+        };
+        persisting.spawn(restarting(
+            Task::StateWriter,
+            Arc::clone(&shared),
+            stop_rx.clone(),
+            make,
+        ));
     }
 
-    shutdown.await;
-    info!("shutting down: readiness off, scraping stopped, writing state");
-    ready.store(false, Ordering::SeqCst);
+    // Runs until the shutdown signal, or until an essential task fails (the
+    // state writer and the pusher restart themselves: their wrappers end
+    // only on the stop signal).
+    let shutdown = shutdown;
+    tokio::pin!(shutdown);
+    let failure = tokio::select! {
+        () = &mut shutdown => None,
+        Some(done) = scraping.join_next() => Some((Task::ScrapeSupervisor, how_it_ended(done))),
+        Some(done) = persisting.join_next() => Some((Task::StateWriter, how_it_ended(done))),
+        Some(done) = background.join_next_with_id() => {
+            let (id, how) = match done {
+                Ok((id, ())) => (id, "ended".to_owned()),
+                Err(e) => (e.id(), panic_message(e)),
+            };
+            // Every task of `background` is in `names` (inserted at spawn).
+            Some((names.get(&id).copied().unwrap_or(Task::Evaluator), how))
+        }
+    };
+    shared.readiness.update(|r| r.stopping = true);
+    match &failure {
+        None => info!("shutting down: readiness off, scraping stopped, writing state"),
+        Some((task, how)) => {
+            metrics.observe_task_failure(task.label());
+            error!(
+                task = task.label(),
+                how,
+                "an essential task of the daemon failed: readiness off, draining and exiting non-zero so that the daemon is restarted"
+            );
+        }
+    }
     let drain = async {
         // The supervisor stops its scrape tasks and waits for them to end;
         // only then is the last evaluation made and the state written.
@@ -252,23 +540,32 @@ pub async fn run_with_resolver(
         while scraping.join_next().await.is_some() {}
         while persisting.join_next().await.is_some() {}
         background.shutdown().await;
-        // Again: the evaluator may have set it between the first store and
-        // its abort; now that it has stopped, false stays false.
-        ready.store(false, Ordering::SeqCst);
         let status = shared.evaluate(&emit);
         let _ = status_tx.send(status);
-        if let Some(path) = &config.state.path {
-            shared.persist(path).await;
+        match &config.state.path {
+            Some(path) => shared.persist(path).await,
+            None => Ok(()),
         }
     };
-    if tokio::time::timeout(DRAIN_GRACE, drain).await.is_err() {
-        warn!(grace = ?DRAIN_GRACE, "shutdown grace period exceeded; exiting without the final state write");
-        scraping.shutdown().await;
-        persisting.shutdown().await;
-        background.shutdown().await;
-    }
+    let final_write = match tokio::time::timeout(DRAIN_GRACE, drain).await {
+        Ok(written) => written,
+        Err(_) => {
+            warn!(grace = ?DRAIN_GRACE, "shutdown grace period exceeded; exiting without the final state write");
+            scraping.shutdown().await;
+            persisting.shutdown().await;
+            background.shutdown().await;
+            Ok(())
+        }
+    };
     let _ = stop_server_tx.send(true);
     while server.join_next().await.is_some() {}
+    if let Some((task, how)) = failure {
+        return Err(DaemonError::TaskFailed {
+            task: task.label(),
+            how,
+        });
+    }
+    final_write.map_err(DaemonError::FinalStateWrite)?;
     Ok(())
 }
 
@@ -299,7 +596,7 @@ fn load_state(config: &Config, now: Timestamp) -> (Option<Snapshot>, ResumeOutco
             (None, ResumeOutcome::MovedAside(moved_to))
         }
         Err(e) => {
-            error!(error = %format!("{e:#}"), "state file unusable and not moved aside: starting blind");
+            error!(error = %chain(&e), "state file unusable and not moved aside: starting blind");
             (None, ResumeOutcome::Fresh)
         }
     }
@@ -317,6 +614,7 @@ pub(super) struct Shared {
     pub(super) config: Arc<Config>,
     pub(super) clock: Clock,
     pub(super) scrape_slots: Semaphore,
+    readiness: Readiness,
 }
 
 impl Shared {
@@ -344,17 +642,42 @@ impl Shared {
         status
     }
 
-    async fn persist(&self, path: &std::path::Path) {
+    /// Writes the state file. A failure is logged with its reason (the OS
+    /// error), counted, and turns readiness off until a write succeeds.
+    async fn persist(&self, path: &std::path::Path) -> Result<(), PersistError> {
         let snapshot = self.lock().snapshot(self.clock.now());
-        let path = path.to_owned();
-        let result = tokio::task::spawn_blocking(move || state::save(&path, &snapshot)).await;
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                error!(error = %format!("{e:#}"), "state not saved; evidence since the last save would be lost on restart")
+        let owned = path.to_owned();
+        let result = match tokio::task::spawn_blocking(move || state::save(&owned, &snapshot)).await
+        {
+            Ok(saved) => saved.map_err(PersistError::from),
+            Err(e) => Err(PersistError::Join(e.to_string())),
+        };
+        match &result {
+            Ok(()) => {
+                if self.metrics.state_write_error().is_some() {
+                    info!(path = %path.display(), "state written again after failed writes");
+                }
+                self.metrics.observe_state_write(self.clock.now(), None);
+                self.readiness.update(|r| r.state_write_failed = false);
             }
-            Err(e) => error!(error = %e, "state writer failed"),
+            Err(e) => {
+                let reason = chain(e);
+                error!(path = %path.display(), error = %reason,
+                       "state not saved; evidence since the last save would be lost on restart; not ready until a write succeeds");
+                self.metrics
+                    .observe_state_write(self.clock.now(), Some(reason));
+                self.readiness.update(|r| r.state_write_failed = true);
+            }
         }
+        result
+    }
+}
+
+/// How a task of a `JoinSet` ended.
+fn how_it_ended(done: Result<(), tokio::task::JoinError>) -> String {
+    match done {
+        Ok(()) => "ended".to_owned(),
+        Err(e) => panic_message(e),
     }
 }
 
