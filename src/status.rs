@@ -183,6 +183,36 @@ pub struct CutoverStatus {
     pub blocking_instances: Vec<String>,
 }
 
+#[cfg(test)]
+impl CutoverStatus {
+    /// A status for unit tests: quiet, fully observed, nothing pending;
+    /// tests set what they are about.
+    pub(crate) fn for_test(
+        name: &str,
+        window: Duration,
+        state: State,
+        reason: Reason,
+        since: Timestamp,
+    ) -> CutoverStatus {
+        CutoverStatus {
+            name: name.into(),
+            window_seconds: window.as_secs(),
+            state,
+            reason,
+            since,
+            last_use: None,
+            increase: 0,
+            evidence_increase: None,
+            unattributed: None,
+            coverage_ratio: 1.0,
+            ready_in_seconds: None,
+            regressions: 0,
+            last_regression: None,
+            blocking_instances: Vec::new(),
+        }
+    }
+}
+
 impl CutoverStatus {
     /// The status of a verdict for its spec.
     pub fn new(spec: &CutoverSpec, verdict: &Verdict) -> CutoverStatus {

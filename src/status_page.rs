@@ -496,22 +496,13 @@ mod tests {
     const HOUR: u64 = 3_600;
 
     fn cutover(state: State, reason: Reason) -> CutoverStatus {
-        CutoverStatus {
-            name: "legacy-tokens".into(),
-            window_seconds: 7 * DAY,
+        CutoverStatus::for_test(
+            "legacy-tokens",
+            Duration::from_secs(7 * DAY),
             state,
             reason,
-            since: NOW - Duration::from_secs(2 * HOUR),
-            last_use: None,
-            increase: 0,
-            evidence_increase: None,
-            unattributed: None,
-            coverage_ratio: 1.0,
-            ready_in_seconds: None,
-            regressions: 0,
-            last_regression: None,
-            blocking_instances: Vec::new(),
-        }
+            NOW - Duration::from_secs(2 * HOUR),
+        )
     }
 
     fn target(instance: &str, up: bool) -> TargetHealth {

@@ -296,27 +296,13 @@ mod tests {
     }
 
     fn cutover(name: &str, state: State, since: Timestamp) -> CutoverStatus {
-        CutoverStatus {
-            name: name.into(),
-            window_seconds: 7 * 86_400,
-            state,
-            reason: match state {
-                State::Blind => Reason::CoverageGap,
-                State::InUse => Reason::QuietCounterIncreased,
-                State::NoSignal => Reason::NoEvidence,
-                State::Ready => Reason::QuietForWindow,
-            },
-            since,
-            last_use: None,
-            increase: 0,
-            evidence_increase: None,
-            unattributed: None,
-            coverage_ratio: 1.0,
-            ready_in_seconds: None,
-            regressions: 0,
-            last_regression: None,
-            blocking_instances: Vec::new(),
-        }
+        let reason = match state {
+            State::Blind => Reason::CoverageGap,
+            State::InUse => Reason::QuietCounterIncreased,
+            State::NoSignal => Reason::NoEvidence,
+            State::Ready => Reason::QuietForWindow,
+        };
+        CutoverStatus::for_test(name, 7 * DAY, state, reason, since)
     }
 
     fn with_cutover(c: CutoverStatus) -> Status {
