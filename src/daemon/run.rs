@@ -510,7 +510,25 @@ pub async fn run_with_faults(
     tokio::pin!(shutdown);
     let failure = tokio::select! {
         () = &mut shutdown => None,
-        Some(done) = scraping.join_next() => Some((Task::ScrapeSupervisor, how_it_ended(done))),
+        Some(done) = scraping.join_next() => {
+            let how = how_it_ended(done);
+            // The supervisor ends by itself only when discovery is gone (its
+            // target channel closed): then discovery's own end, which is
+            // imminent, is the cause to report.
+            let cause = if how == "ended" {
+                tokio::time::timeout(Duration::from_secs(1), background.join_next_with_id())
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|done| match done {
+                        Ok((id, ())) => names.get(&id).map(|t| (*t, "ended".to_owned())),
+                        Err(e) => names.get(&e.id()).copied().map(|t| (t, panic_message(e))),
+                    })
+            } else {
+                None
+            };
+            Some(cause.unwrap_or((Task::ScrapeSupervisor, how)))
+        }
         Some(done) = persisting.join_next() => Some((Task::StateWriter, how_it_ended(done))),
         Some(done) = background.join_next_with_id() => {
             let (id, how) = match done {
