@@ -2,10 +2,7 @@
 //! apiservers (its `/metrics` passes `promtool check metrics`, SIGTERM drains
 //! and writes the state), `--check-config` on good and bad files, and `demo`.
 
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test may do I/O
-
-#[path = "support/daemon.rs"]
-mod support;
+use crate::support::daemon as support;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

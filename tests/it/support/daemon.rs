@@ -1,7 +1,5 @@
 //! A daemon under test against simulated apiservers, both on one
-//! accelerated clock. Used by `tests/daemon*.rs` through `#[path]`.
-
-#![allow(dead_code)]
+//! accelerated clock.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -2,12 +2,8 @@
 //! loopback port) scraping a running daemon on the simulator: every panel
 //! query, with its variables substituted, returns data.
 
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test may do I/O
-
-#[path = "support/dashboard_queries.rs"]
-mod dashboard_queries;
-#[path = "support/daemon.rs"]
-mod support;
+use crate::support::daemon as support;
+use crate::support::dashboard_queries;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

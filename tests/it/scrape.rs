@@ -4,10 +4,7 @@
 //! ever carries a token. The clock is manual: simulated time moves only when
 //! a test says so, so pages and ground truth are read at the same instant.
 
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test may do I/O
-
-#[path = "support/tempdir.rs"]
-mod tempdir;
+use crate::support::tempdir;
 use tempdir::TempDir;
 
 use std::path::{Path, PathBuf};

@@ -2,10 +2,7 @@
 //! loopback: the listed addresses are exactly the simulator's present
 //! instances as they come and go, and failures name what failed.
 
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test may do I/O
-
-#[path = "support/tempdir.rs"]
-mod tempdir;
+use crate::support::tempdir;
 use tempdir::TempDir;
 
 use std::net::SocketAddr;

@@ -6,10 +6,7 @@
 //! against the simulator's ground truth for every moment it lasted: never
 //! `ready` while a use inside the window went unseen.
 
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test may do I/O
-
-#[path = "support/daemon.rs"]
-mod support;
+use crate::support::daemon as support;
 
 use std::time::Duration;
 

@@ -5,8 +5,6 @@
 //! A missing Alertmanager fails these tests instead of skipping them:
 //! `tests/run-all.sh` installs it.
 
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test may do I/O
-
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -439,8 +437,7 @@ impl Drop for Alertmanager {
     }
 }
 
-#[path = "support/daemon.rs"]
-mod daemon_support;
+use crate::support::daemon as daemon_support;
 use daemon_support::free_port;
 
 const PUSH_WORLD: &str = r#"

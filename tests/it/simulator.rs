@@ -3,10 +3,7 @@
 //! and pages whose counters equal the ground truth. The clock is manual, so
 //! simulated time only moves when a test says so.
 
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test may do I/O
-
-#[path = "support/tempdir.rs"]
-mod tempdir;
+use crate::support::tempdir;
 use tempdir::TempDir;
 
 use std::io::Read as _;

@@ -2,8 +2,6 @@
 //! gzip, readiness, method and path errors, the JSON status round trip, and
 //! a shutdown that is prompt even with a keep-alive connection open.
 
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test may do I/O
-
 use std::io::Read as _;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,7 +1,5 @@
 //! The binary's commands as a user runs them: exit codes and output.
 
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test may do I/O
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -4,8 +4,6 @@
 //! evidence straddling the window start, pages without the token families,
 //! a clock stepping back, and an address that mixes apiserver processes.
 
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test may do I/O
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 

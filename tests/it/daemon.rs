@@ -4,10 +4,7 @@
 //! the ground truth has a use inside the window; and its state file carries
 //! evidence across its own restarts.
 
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test may do I/O
-
-#[path = "support/daemon.rs"]
-mod support;
+use crate::support::daemon as support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

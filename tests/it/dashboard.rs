@@ -7,10 +7,7 @@
 //! That every query returns data is proven against a live Prometheus
 //! elsewhere, with the queries of `support/dashboard_queries.rs`.
 
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test may do I/O
-
-#[path = "support/dashboard_queries.rs"]
-mod dashboard_queries;
+use crate::support::dashboard_queries;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
