@@ -1,4 +1,4 @@
-//! Adversarial scenarios against the simulated apiservers (issue 9): an
+//! Adversarial scenarios against the simulated apiservers: an
 //! instance that answers 500 from the moment it is listed, a certificate for
 //! another name (static targets and discovery), an instance that joins and
 //! fails its first scrapes, pages without the token families while the

@@ -49,7 +49,7 @@ const CONTRACT_LABELS: &[&str] = &[
     "cutover", "state", "kind", "window", "instance", "reason", "version", "cluster",
 ];
 
-/// What the dashboard must show (issue 6): the metric behind each view.
+/// What the dashboard must show: the metric behind each view.
 const REQUIRED_METRICS: &[&str] = &[
     "cutover_state",
     "cutover_reason",
