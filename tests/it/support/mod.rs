@@ -1,5 +1,8 @@
 //! Fixtures shared by the test modules.
 
+pub mod alertmanager;
 pub mod daemon;
 pub mod dashboard_queries;
+pub mod process;
+pub mod prometheus;
 pub mod tempdir;
