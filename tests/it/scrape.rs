@@ -28,7 +28,6 @@ const LIMIT: u64 = 64 << 20;
 
 struct Fixture {
     sim: Simulation,
-    clock: Clock,
     dir: TempDir,
 }
 
@@ -39,7 +38,7 @@ async fn start(scenario: &str) -> Fixture {
     let sim = Simulation::start(&scenario, clock.clone(), Options::in_dir(dir.0.join("sim")))
         .await
         .expect("simulation starts");
-    Fixture { sim, clock, dir }
+    Fixture { sim, dir }
 }
 
 impl Fixture {
@@ -79,10 +78,9 @@ impl Fixture {
             .to_string()
     }
 
-    /// Advances the clock and lets the listeners notice (they poll every 20 ms).
+    /// Advances the clock; returns once the listeners follow the world.
     async fn advance(&self, d: Duration) {
-        self.clock.advance(d);
-        tokio::time::sleep(Duration::from_millis(80)).await;
+        crate::support::simulation::advance(&self.sim, d).await;
     }
 }
 

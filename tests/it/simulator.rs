@@ -86,10 +86,9 @@ impl Fixture {
         res.text().await.expect("body")
     }
 
-    /// Advances the clock and lets listeners notice (they poll every 20 ms).
+    /// Advances the clock; returns once the listeners follow the world.
     async fn advance(&self, d: Duration) {
-        self.clock.advance(d);
-        tokio::time::sleep(Duration::from_millis(80)).await;
+        crate::support::simulation::advance(&self.sim, d).await;
     }
 }
 

@@ -5,4 +5,5 @@ pub mod daemon;
 pub mod dashboard_queries;
 pub mod process;
 pub mod prometheus;
+pub mod simulation;
 pub mod tempdir;
