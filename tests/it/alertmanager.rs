@@ -182,7 +182,9 @@ async fn a_hanging_replica_does_not_delay_the_others() {
     let config = AlertmanagerConfig {
         urls: vec![hole_url, am.url.clone()],
         resend_interval: Duration::from_secs(60),
-        timeout: Duration::from_secs(2),
+        // Longer than `wait_for` waits: a push held back by the hanging
+        // replica could not arrive in time.
+        timeout: Duration::from_secs(30),
     };
     let pusher = Pusher::new(&config, Clock::real(), Arc::clone(&metrics)).expect("pusher");
     let mut blind = cutover("legacy-auto-tokens", State::Blind, ORIGIN);
@@ -191,18 +193,12 @@ async fn a_hanging_replica_does_not_delay_the_others() {
     let mut s = status(vec![blind]);
     s.evaluated_at = Some(ORIGIN + 2 * HOUR);
     let (_tx, rx) = watch::channel(s);
-    let started = Instant::now();
     let _task = Abort(tokio::spawn(pusher.run(rx)));
     let alert = am
         .wait_for("the blind alert", |alerts| {
             find(alerts, "CutoverAuditorBlind").cloned()
         })
         .await;
-    assert!(
-        started.elapsed() < Duration::from_millis(1500),
-        "took {:?}: the hanging replica held the push back",
-        started.elapsed()
-    );
     assert!(
         alert["annotations"]["description"]
             .as_str()
