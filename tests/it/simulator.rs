@@ -3,10 +3,7 @@
 //! and pages whose counters equal the ground truth. The clock is manual, so
 //! simulated time only moves when a test says so.
 
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test may do I/O
-
-#[path = "support/tempdir.rs"]
-mod tempdir;
+use crate::support::tempdir;
 use tempdir::TempDir;
 
 use std::io::Read as _;
@@ -89,10 +86,9 @@ impl Fixture {
         res.text().await.expect("body")
     }
 
-    /// Advances the clock and lets listeners notice (they poll every 20 ms).
+    /// Advances the clock; returns once the listeners follow the world.
     async fn advance(&self, d: Duration) {
-        self.clock.advance(d);
-        tokio::time::sleep(Duration::from_millis(80)).await;
+        crate::support::simulation::advance(&self.sim, d).await;
     }
 }
 

@@ -1,7 +1,5 @@
 //! A daemon under test against simulated apiservers, both on one
-//! accelerated clock. Used by `tests/daemon*.rs` through `#[path]`.
-
-#![allow(dead_code)]
+//! accelerated clock.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -20,14 +18,6 @@ use cutover_auditor::time::Timestamp;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-
-/// A loopback port free at the time of the call.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
 
 /// A fresh directory for one test's files.
 pub fn test_dir(name: &str) -> PathBuf {

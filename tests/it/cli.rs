@@ -1,7 +1,5 @@
 //! The binary's commands as a user runs them: exit codes and output.
 
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test may do I/O
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -10,34 +8,11 @@ use std::time::{Duration, Instant};
 
 use cutover_auditor::config::Config;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_cutover-auditor"))
-}
-
-/// Kills the child when the test ends, passed or not.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::support::process::{Guard, Serve, bin};
 
 /// A fresh directory for one test's files.
 fn test_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cutover-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create test dir");
-    dir
-}
-
-/// A loopback port free at the time of the call.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+    crate::support::daemon::test_dir(&format!("cli-{name}"))
 }
 
 /// The child's stdout, line by line, as it comes.
@@ -339,7 +314,7 @@ async fn simulate_hands_serve_a_ready_config_and_command() {
         String::from_utf8_lossy(&check.stderr)
     );
 
-    // The printed command, on a free port, scrapes every instance.
+    // The printed command, on a port it picks, scrapes every instance.
     let args: Vec<&str> = command.split_whitespace().collect();
     assert_eq!(
         args[..4],
@@ -352,28 +327,17 @@ async fn simulate_hands_serve_a_ready_config_and_command() {
         "{command}"
     );
     assert!(command.contains("--speed 60 --clock-start "), "{command}");
-    let port = free_port();
     let moved = dir.join("serve.toml");
     std::fs::write(
         &moved,
-        text.replace(
-            "listen = \"127.0.0.1:9877\"",
-            &format!("listen = \"127.0.0.1:{port}\""),
-        ),
+        text.replace("listen = \"127.0.0.1:9877\"", "listen = \"127.0.0.1:0\""),
     )
-    .expect("config on a free port");
-    let _serve = Guard(
-        bin()
-            .args(&args[1..3])
-            .arg(&moved)
-            .args(&args[4..])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("serve starts"),
-    );
+    .expect("config on a port it picks");
+    let mut command = bin();
+    command.args(&args[1..3]).arg(&moved).args(&args[4..]);
+    let serve = Serve::spawn(command);
     let client = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{port}/api/v1/status");
+    let url = format!("{}/api/v1/status", serve.base());
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = String::new();
     loop {
@@ -480,30 +444,19 @@ async fn serve_follows_the_clock_of_a_simulation_with_a_fixed_start() {
         "{command}"
     );
     let file = out_dir.join("cutover-auditor.toml");
-    let port = free_port();
     let moved = dir.join("serve.toml");
     let text = std::fs::read_to_string(&file).expect("config text");
     std::fs::write(
         &moved,
-        text.replace(
-            "listen = \"127.0.0.1:9877\"",
-            &format!("listen = \"127.0.0.1:{port}\""),
-        ),
+        text.replace("listen = \"127.0.0.1:9877\"", "listen = \"127.0.0.1:0\""),
     )
-    .expect("config on a free port");
+    .expect("config on a port it picks");
     let args: Vec<&str> = command.split_whitespace().collect();
-    let _serve = Guard(
-        bin()
-            .args(&args[1..3])
-            .arg(&moved)
-            .args(&args[4..])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("serve starts"),
-    );
+    let mut command = bin();
+    command.args(&args[1..3]).arg(&moved).args(&args[4..]);
+    let serve = Serve::spawn(command);
     let client = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{port}/api/v1/status");
+    let url = format!("{}/api/v1/status", serve.base());
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = String::new();
     loop {

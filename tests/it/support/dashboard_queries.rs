@@ -1,15 +1,10 @@
 //! The PromQL queries of `dashboards/cutover-auditor.json`, with the Grafana
 //! variables substituted, ready to be sent to a Prometheus HTTP API.
 //!
-//! Include it from a test with
-//! `#[path = "support/dashboard_queries.rs"] mod dashboard_queries;`.
 //! A live test takes [`panel_queries`] (every panel target must return data
 //! on a running auditor) and may run [`annotation_queries`] too (they return
 //! data only after a regression or a verdict change). `label_values(...)` in
 //! [`variable_queries`] is Grafana syntax, not PromQL.
-
-// Each test binary that includes this file uses a different part of it.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 

@@ -12,8 +12,6 @@
 //! A missing `promtool` or `yamllint` fails these tests instead of skipping
 //! them: `tests/run-all.sh` installs both.
 
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test may do I/O
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -13,8 +13,6 @@
 //! kubernetes-validate use, so all checks read the files the same way and no
 //! YAML crate has to be built.
 
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test may do I/O
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -1,4 +1,4 @@
-//! Adversarial scenarios against the simulated apiservers (issue 9): an
+//! Adversarial scenarios against the simulated apiservers: an
 //! instance that answers 500 from the moment it is listed, a certificate for
 //! another name (static targets and discovery), an instance that joins and
 //! fails its first scrapes, pages without the token families while the
@@ -6,10 +6,7 @@
 //! against the simulator's ground truth for every moment it lasted: never
 //! `ready` while a use inside the window went unseen.
 
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test may do I/O
-
-#[path = "support/daemon.rs"]
-mod support;
+use crate::support::daemon as support;
 
 use std::time::Duration;
 

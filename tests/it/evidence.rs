@@ -1,10 +1,8 @@
 //! No `ready` without evidence, on synthetic time: the ledger and the
-//! verdict against the situations that used to give a false `ready`
-//! (issue 9): instances listed and never scraped, instances that come back,
+//! verdict against the situations that used to give a false `ready`:
+//! instances listed and never scraped, instances that come back,
 //! evidence straddling the window start, pages without the token families,
 //! a clock stepping back, and an address that mixes apiserver processes.
-
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test may do I/O
 
 use std::collections::BTreeMap;
 use std::time::Duration;

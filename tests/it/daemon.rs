@@ -4,10 +4,7 @@
 //! the ground truth has a use inside the window; and its state file carries
 //! evidence across its own restarts.
 
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test may do I/O
-
-#[path = "support/daemon.rs"]
-mod support;
+use crate::support::daemon as support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -378,16 +375,27 @@ async fn state_file_carries_evidence_across_daemon_restarts_and_corruption_start
     let (sim, clock, origin) = start_world(PERSISTED_WORLD, &dir).await;
     let config = || config_for(&sim, &state, "30s", "20s", WINDOWS);
 
-    // First life: observe until legacy-tokens is ready.
-    let a = Daemon::start(config(), clock.clone()).await;
+    // First life: observe until legacy-tokens is ready. Its periodic writer
+    // waits a day, so only the shutdown can write what the second life reads.
+    let mut first = config();
+    first.state.write_interval = Duration::from_secs(24 * 3600);
+    let a = Daemon::start(first, clock.clone()).await;
     assert_eq!(a.wait_evaluated().await.cutovers.len(), 3);
     clock.sleep(mins(26)).await;
     assert_eq!(
         cutover(&a.status().await, "legacy-tokens").state,
         State::Ready
     );
+    let stopping = clock.now();
     a.stop().await;
-    assert!(state.exists(), "state written on shutdown");
+    let saved: cutover_auditor::state::Snapshot =
+        serde_json::from_slice(&std::fs::read(&state).expect("state written on shutdown"))
+            .expect("state JSON");
+    assert!(
+        saved.saved_at >= stopping,
+        "the state file is the shutdown's, saved at {:?}, not an earlier write (stop at {stopping:?})",
+        saved.saved_at
+    );
 
     // Second life, one minute later: continuity is proven by unchanged start
     // times, so the verdict is ready again at its first evaluation.
@@ -415,8 +423,19 @@ async fn state_file_carries_evidence_across_daemon_restarts_and_corruption_start
         "the daemon must be down for more than the tolerance before the restart"
     );
     clock.sleep((origin + mins(40)).since(clock.now())).await;
+    let restarted = clock.now();
     let c = Daemon::start(config(), clock.clone()).await;
-    let s = c.wait_evaluated().await;
+    // Judged once both remaining instances have been scraped since the
+    // restart (an evaluation before that sees a target not yet scraped).
+    let s = c
+        .wait_status("evaluated after every target was scraped", |s| {
+            let scraped: Vec<_> = s.targets.iter().map(|t| t.last_success).collect();
+            scraped.len() == 2
+                && scraped.iter().all(|t| t.is_some_and(|t| t >= restarted))
+                && s.evaluated_at
+                    .is_some_and(|e| scraped.iter().all(|t| *t <= Some(e)))
+        })
+        .await;
     let legacy = cutover(&s, "legacy-tokens");
     assert_eq!(
         (legacy.state, legacy.reason),

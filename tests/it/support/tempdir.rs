@@ -1,5 +1,4 @@
-//! A directory removed on drop, so tests leave nothing behind. Used by the
-//! integration tests through `#[path]`.
+//! A directory removed on drop, so tests leave nothing behind.
 
 use std::path::PathBuf;
 

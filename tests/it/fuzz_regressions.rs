@@ -3,13 +3,11 @@
 //! checks as the fuzz targets (`fuzz/src/lib.rs`), so the plain test suite
 //! keeps them covered without a nightly toolchain.
 
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
-
 use std::fs;
 use std::path::Path;
 
 #[allow(dead_code)]
-#[path = "../fuzz/src/lib.rs"]
+#[path = "../../fuzz/src/lib.rs"]
 mod checks;
 
 /// Runs `check` on every file under `fuzz/<kind>/<target>`; returns how many.

@@ -2,8 +2,6 @@
 //! scraped into the ledger at fixed steps; each case checks the verdicts at
 //! chosen times. No test sleeps: a week runs in milliseconds.
 
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test may do I/O
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 

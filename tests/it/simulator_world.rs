@@ -1,8 +1,6 @@
 //! The pure simulated world against counts computed by hand from the cache
 //! rule (facts doc §1.3): no sockets, no sleeping, a week in milliseconds.
 
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test may do I/O
-
 use std::path::Path;
 use std::time::Duration;
 

@@ -1,8 +1,6 @@
 //! Configuration: the example file documents the defaults, and every bad
 //! file is rejected with a message naming the key and what is wrong.
 
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test may do I/O
-
 use std::path::Path;
 use std::time::Duration;
 

@@ -2,10 +2,7 @@
 //! loopback: the listed addresses are exactly the simulator's present
 //! instances as they come and go, and failures name what failed.
 
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test may do I/O
-
-#[path = "support/tempdir.rs"]
-mod tempdir;
+use crate::support::tempdir;
 use tempdir::TempDir;
 
 use std::net::SocketAddr;
@@ -85,9 +82,10 @@ impl Fixture {
         path
     }
 
+    /// Advances the clock: the Service answers from the world at the
+    /// clock's time, so the next request sees the change.
     async fn advance(&self, d: Duration) {
         self.clock.advance(d);
-        tokio::time::sleep(Duration::from_millis(80)).await;
     }
 }
 
@@ -226,8 +224,7 @@ async fn discovery_failures_name_what_failed() {
     f.sim.shutdown().await;
 }
 
-#[path = "support/echo_server.rs"]
-mod echo_server;
+use crate::support::echo_server;
 
 #[tokio::test]
 async fn an_echoing_server_never_gets_a_piece_of_the_token_into_an_error() {

@@ -3,9 +3,7 @@
 //! `Status` message, at an offset that moves with every request, repeated
 //! past the 4 KiB an error body is read up to), in a `Content-Type` header,
 //! and as a JSON string where a list belongs. Used by the scrape and
-//! discovery tests through `#[path]`, with the token checks they share.
-
-#![allow(dead_code)]
+//! discovery tests, with the token checks they share.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
