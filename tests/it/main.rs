@@ -18,6 +18,7 @@ mod deploy;
 mod discovery;
 mod evidence;
 mod exposition;
+mod fault_matrix;
 mod fuzz_regressions;
 mod inspect;
 mod ledger_props;
