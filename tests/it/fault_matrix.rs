@@ -11,6 +11,9 @@
 //! (the target's `last_error` in the status, a `reason` label of
 //! `cutover_scrape_errors_total`), the hostile target is named among the
 //! blocking instances of every cutover, and no verdict is ever `ready`.
+//! The same daemon pushes its alerts to an Alertmanager that rejects every
+//! push (counted in `cutover_alertmanager_errors_total`). A second test
+//! runs a daemon whose discovery fails from the start.
 
 use crate::support::daemon as support;
 
@@ -18,6 +21,7 @@ use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cutover_auditor::config::Config;
@@ -403,12 +407,12 @@ fn target_block(url: &str, ca: &Path, token: &Path) -> String {
     )
 }
 
-fn config(state: &Path, targets: &str) -> Config {
+fn config(state: &Path, extra: &str, targets: &str) -> Config {
     let text = format!(
         "listen = \"127.0.0.1:0\"\n[scrape]\ninterval = \"15s\"\ntimeout = \"10s\"\n\
          max_body_bytes = 1048576\nmax_series_per_family = 4\n\
          [state]\npath = \"{}\"\nwrite_interval = \"1m\"\n\
-         [log]\nformat = \"text\"\nlevel = \"warn\"\n{SETTINGS}{targets}",
+         [log]\nformat = \"text\"\nlevel = \"warn\"\n{SETTINGS}{extra}{targets}",
         state.display()
     );
     Config::parse(&text, |_| None).expect("fault matrix config is valid")
@@ -460,8 +464,23 @@ async fn every_fault_keeps_the_daemon_running_names_its_reason_and_never_turns_r
         instances.push(addr.to_string());
     }
 
-    let control = Daemon::start(config(&dir.join("control.json"), &healthy), clock.clone()).await;
-    let matrix = Daemon::start(config(&dir.join("matrix.json"), &targets), clock.clone()).await;
+    // An Alertmanager that rejects every push with 500.
+    let alertmanager = start_rejecting_alertmanager().await;
+    let alerting = format!(
+        "[alertmanager]\nurls = [\"http://{}\"]\nresend_interval = \"1m\"\ntimeout = \"5s\"\n",
+        alertmanager.0
+    );
+
+    let control = Daemon::start(
+        config(&dir.join("control.json"), "", &healthy),
+        clock.clone(),
+    )
+    .await;
+    let matrix = Daemon::start(
+        config(&dir.join("matrix.json"), &alerting, &targets),
+        clock.clone(),
+    )
+    .await;
 
     // The healthy apiserver alone makes every cutover ready...
     for name in CUTOVERS {
@@ -479,15 +498,18 @@ async fn every_fault_keeps_the_daemon_running_names_its_reason_and_never_turns_r
         .await;
     check_status(&status, &rows, &instances, &healthy_instance);
     // One more scrape round later, still running and scraping.
-    let first_success = healthy_success(&status, &healthy_instance);
+    let mut first_success = healthy_success(&status, &healthy_instance);
     let status = matrix
         .wait_status("the healthy target scraped again", |s| {
             healthy_success(s, &healthy_instance) > first_success
         })
         .await;
     check_status(&status, &rows, &instances, &healthy_instance);
+    first_success = healthy_success(&status, &healthy_instance);
 
-    let (page, text) = matrix.metrics(&["cutover_scrape_errors_total"]).await;
+    let (page, text) = matrix
+        .metrics(&["cutover_scrape_errors_total", "cutover_reason"])
+        .await;
     for (row, instance) in rows.iter().zip(&instances) {
         let errors = sample(
             &page,
@@ -501,6 +523,42 @@ async fn every_fault_keeps_the_daemon_running_names_its_reason_and_never_turns_r
             row.expect.label()
         );
     }
+    for name in CUTOVERS {
+        assert_eq!(
+            sample(
+                &page,
+                "cutover_reason",
+                &[("cutover", name), ("reason", "target_never_scraped")]
+            ),
+            Some(1.0),
+            "{name}:\n{text}"
+        );
+    }
+
+    // The blind alert (blind longer than the window) reaches the rejecting
+    // Alertmanager: counted as an error, and the daemon carries on.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (page, text) = matrix.metrics(&["cutover_alertmanager_errors_total"]).await;
+        let errors = page.family_sum("cutover_alertmanager_errors_total");
+        if errors.is_some_and(|n| n >= 1.0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no Alertmanager error counted within 30 s ({} pushes rejected):\n{text}",
+            alertmanager.1.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(alertmanager.1.load(Ordering::SeqCst) >= 1);
+    let status = matrix
+        .wait_status("the healthy target scraped after the rejected push", |s| {
+            healthy_success(s, &healthy_instance) > first_success
+        })
+        .await;
+    check_status(&status, &rows, &instances, &healthy_instance);
+
     let ready: Vec<_> = matrix
         .transitions()
         .into_iter()
@@ -512,6 +570,33 @@ async fn every_fault_keeps_the_daemon_running_names_its_reason_and_never_turns_r
     control.stop().await;
     sim.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A plain HTTP server answering every request with 500; its address and
+/// how many requests it has answered.
+async fn start_rejecting_alertmanager() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&count);
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let counter = Arc::clone(&counter);
+            tokio::spawn(async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let body = b"rejected".to_vec();
+                let answer = response(
+                    "500 Internal Server Error",
+                    &[("Content-Length", body.len().to_string())],
+                    &body,
+                );
+                serve_one(s, Behaviour::Answer(answer)).await;
+            });
+        }
+    });
+    (addr, count)
 }
 
 fn healthy_success(s: &Status, healthy: &str) -> cutover_auditor::time::Timestamp {
@@ -560,4 +645,68 @@ fn check_status(s: &Status, rows: &[Row], instances: &[String], healthy: &str) {
             );
         }
     }
+}
+
+/// Discovery against a closed port from the start: no instance is ever
+/// listed, so every cutover is blind with `no_targets`, in the status and in
+/// `cutover_reason`; the daemon keeps retrying and drains cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_failing_from_the_start_keeps_every_cutover_blind_with_no_targets() {
+    let dir = test_dir("fault-matrix-discovery");
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let token = dir.join("token");
+    std::fs::write(&token, TOKEN).expect("token");
+    let ca = ClusterCa::generate().expect("CA");
+    let ca_file = dir.join("ca.crt");
+    ca.write(&ca_file).expect("write CA");
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\n[scrape]\ninterval = \"15s\"\ntimeout = \"10s\"\n\
+         [targets.kubernetes]\napi_server = \"https://{closed}\"\ntoken_file = \"{}\"\n\
+         ca_file = \"{}\"\nrefresh_interval = \"15s\"\n\
+         [state]\npath = \"{}\"\n[log]\nformat = \"text\"\nlevel = \"warn\"\n{SETTINGS}",
+        token.display(),
+        ca_file.display(),
+        dir.join("state.json").display()
+    );
+    let config = Config::parse(&text, |_| None).expect("discovery config is valid");
+    let clock = cutover_auditor::clock::Clock::accelerated(
+        cutover_auditor::clock::Clock::real().now(),
+        10.0,
+    );
+    let daemon = Daemon::start(config, clock.clone()).await;
+    let first = daemon.wait_evaluated().await;
+    let first_at = first.evaluated_at.expect("evaluated");
+    // Past the window: blind still, never ready.
+    let s = daemon
+        .wait_status("evaluated past the window", |s| {
+            s.evaluated_at
+                .is_some_and(|at| at >= first_at + Duration::from_secs(150))
+        })
+        .await;
+    assert!(s.targets.is_empty(), "{:?}", s.targets);
+    for c in &s.cutovers {
+        assert_eq!(
+            (c.state, c.reason),
+            (State::Blind, Reason::NoTargets),
+            "{c:?}"
+        );
+    }
+    let (page, text) = daemon.metrics(&["cutover_reason"]).await;
+    for name in CUTOVERS {
+        assert_eq!(
+            sample(
+                &page,
+                "cutover_reason",
+                &[("cutover", name), ("reason", "no_targets")]
+            ),
+            Some(1.0),
+            "{name}:\n{text}"
+        );
+    }
+    assert!(daemon.transitions().iter().all(|t| t.3 != "ready"));
+    daemon.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
