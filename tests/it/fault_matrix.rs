@@ -568,8 +568,146 @@ async fn every_fault_keeps_the_daemon_running_names_its_reason_and_never_turns_r
 
     matrix.stop().await;
     control.stop().await;
+
+    // SIGKILL during a state write leaves the last complete file and a cut
+    // temporary file beside it (the rename never happened). The next start
+    // resumes from the complete file, evidence intact: every cutover is
+    // `ready` again long before a fresh window could be observed.
+    let state = dir.join("control.json");
+    let complete = std::fs::read(&state).expect("the control daemon wrote its state");
+    let tmp = dir.join("control.json.tmp");
+    std::fs::write(&tmp, &complete[..complete.len() / 2]).expect("cut temporary file");
+    let restarted_at = clock.now();
+    let resumed = Daemon::start(config(&state, "", &healthy), clock.clone()).await;
+    resumed.wait_evaluated().await;
+    assert_eq!(
+        resumed.resumed(),
+        Some(cutover_auditor::daemon::ResumeOutcome::Resumed)
+    );
+    for name in CUTOVERS {
+        let s = resumed.wait_state(name, State::Ready).await;
+        let at = s.evaluated_at.expect("evaluated");
+        assert!(
+            at < restarted_at + Duration::from_secs(60),
+            "{name} ready only at {at}, restarted at {restarted_at}: evidence lost?"
+        );
+    }
+    resumed.stop().await;
+    assert!(
+        !tmp.exists(),
+        "the next write replaced the cut temporary file"
+    );
+    assert!(
+        std::fs::metadata(&state).expect("state").len() > 0,
+        "a complete state file"
+    );
     sim.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Two apiservers, both refusing connections from 3m to 9m (longer than
+/// the 2m windows plus the 1m tolerance). 60 simulated seconds a second.
+const ALL_DOWN_WORLD: &str = r#"
+name = "fault-matrix-all-down"
+speed = 60.0
+scraper_counts_as = "valid"
+page_kib = 4
+
+[[instances]]
+version = "1.30.4"
+count = 2
+
+[[clients]]
+kind = "legacy"
+interval = "20s"
+targets = "all"
+until = "30s"
+
+[[events]]
+at = "3m"
+action = "outage"
+instance = 0
+mode = "refuse"
+for = "6m"
+[[events]]
+at = "3m"
+action = "outage"
+instance = 1
+mode = "refuse"
+for = "6m"
+"#;
+
+/// All instances down longer than the window: every cutover turns `blind`
+/// (`target_down`) and stays so however long the outage lasts; the legacy
+/// uses seen before it are still counted; nothing turns `ready` while down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_instances_down_longer_than_the_window_stay_blind_and_keep_their_evidence() {
+    let dir = test_dir("fault-matrix-all-down");
+    let (sim, clock, origin) = start_world(ALL_DOWN_WORLD, &dir).await;
+    let targets: String = sim
+        .instance_addresses()
+        .iter()
+        .map(|a| {
+            target_block(
+                &format!("https://{a}/metrics"),
+                sim.ca_path(),
+                sim.token_path(),
+            )
+        })
+        .collect();
+    let daemon = Daemon::start(config(&dir.join("state.json"), "", &targets), clock.clone()).await;
+    // Before the outage: the quiet cutovers turn ready (the legacy uses of
+    // the first 30 s keep legacy-tokens in use until they leave the window).
+    let before = daemon
+        .wait_state("token-expiry-extension", State::Ready)
+        .await;
+    let legacy_before = legacy_total(&before);
+    assert!(legacy_before > 0, "the legacy uses were seen: {before:?}");
+    let outage = origin + Duration::from_secs(180);
+    let late = outage + Duration::from_secs(240);
+    let s = daemon
+        .wait_status("evaluated 4m into the outage", |s| {
+            s.evaluated_at.is_some_and(|at| at >= late)
+        })
+        .await;
+    assert!(s.targets.iter().all(|t| !t.up), "{:?}", s.targets);
+    assert!(
+        s.targets
+            .iter()
+            .all(|t| t.last_error == Some(ScrapeErrorKind::Connect)),
+        "{:?}",
+        s.targets
+    );
+    for c in &s.cutovers {
+        assert_eq!(
+            (c.state, c.reason),
+            (State::Blind, Reason::TargetDown),
+            "{c:?}"
+        );
+    }
+    assert!(
+        legacy_total(&s) >= legacy_before,
+        "evidence lost: {legacy_before} legacy uses before, {} now",
+        legacy_total(&s)
+    );
+    // No transition to ready once the outage outlasted the tolerance.
+    let tolerance_passed = outage + Duration::from_secs(60 + 30);
+    let late_ready: Vec<_> = daemon
+        .transitions()
+        .into_iter()
+        .filter(|t| t.3 == "ready" && t.0 >= tolerance_passed)
+        .collect();
+    assert!(late_ready.is_empty(), "ready while down: {late_ready:?}");
+    daemon.stop().await;
+    sim.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn legacy_total(s: &Status) -> u64 {
+    s.kinds
+        .iter()
+        .find(|k| k.kind == cutover_auditor::families::TokenKind::Legacy)
+        .map_or(0, |k| k.total)
 }
 
 /// A plain HTTP server answering every request with 500; its address and
