@@ -12,8 +12,10 @@
 //! `cutover_scrape_errors_total`), the hostile target is named among the
 //! blocking instances of every cutover, and no verdict is ever `ready`.
 //! The same daemon pushes its alerts to an Alertmanager that rejects every
-//! push (counted in `cutover_alertmanager_errors_total`). A second test
-//! runs a daemon whose discovery fails from the start.
+//! push (counted in `cutover_alertmanager_errors_total`); then the control
+//! daemon restarts beside a cut temporary state file (what SIGKILL during a
+//! write leaves). Two more tests: discovery failing from the start, and all
+//! instances down longer than the window.
 
 use crate::support::daemon as support;
 
