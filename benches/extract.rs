@@ -11,15 +11,17 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cutover_auditor::exposition::{Extractor, Page, PageDecoder, Watch};
 use cutover_auditor::families::TokenKind;
-use flate2::Compression;
-use flate2::write::{GzDecoder, GzEncoder};
+use flate2::write::GzDecoder;
+
+#[path = "support/pages.rs"]
+mod pages;
+use pages::{CHUNK, gzip, gzip_decode, load_page, median, target_dir};
 
 /// Counts live and peak heap bytes, to show extraction memory does not grow
 /// with the page.
@@ -65,8 +67,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
-
-const CHUNK: usize = 64 * 1024;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -238,19 +238,6 @@ fn print_table(rows: &[Row]) {
     );
 }
 
-/// The median of `n` timed runs after one untimed warm-up.
-fn median(n: usize, mut f: impl FnMut() -> Result<(), String>) -> Result<Duration, String> {
-    f()?;
-    let mut times = Vec::with_capacity(n);
-    for _ in 0..n {
-        let start = Instant::now();
-        f()?;
-        times.push(start.elapsed());
-    }
-    times.sort();
-    Ok(times[n / 2])
-}
-
 /// Heap high-water mark of `f` above the bytes live before it.
 fn peak_of(f: impl FnOnce() -> Result<(), String>) -> Result<usize, String> {
     let base = LIVE.load(Ordering::Relaxed);
@@ -280,19 +267,6 @@ fn extract_gzip(zipped: &[u8]) -> Result<Page, String> {
     dec.finish().map_err(|e| e.to_string())
 }
 
-/// Counts bytes written, discarding them.
-struct Discard(usize);
-
-impl Write for Discard {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Counts newlines of what is written, discarding the bytes.
 struct Scan(usize);
 
@@ -304,14 +278,6 @@ impl Write for Scan {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-fn gzip_decode(zipped: &[u8]) -> Result<usize, String> {
-    let mut dec = GzDecoder::new(Discard(0));
-    for chunk in zipped.chunks(CHUNK) {
-        dec.write_all(chunk).map_err(|e| e.to_string())?;
-    }
-    Ok(dec.finish().map_err(|e| e.to_string())?.0)
 }
 
 fn gzip_decode_scan(zipped: &[u8]) -> Result<usize, String> {
@@ -326,54 +292,4 @@ fn prometheus_parse(text: &str) -> Result<usize, String> {
     let lines = text.lines().map(|l| Ok(l.to_owned()));
     let scrape = prometheus_parse::Scrape::parse(lines).map_err(|e| e.to_string())?;
     Ok(scrape.samples.len())
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut enc = GzEncoder::new(Vec::new(), Compression::default());
-    // Writing into a Vec cannot fail.
-    let _ = enc.write_all(bytes);
-    enc.finish().unwrap_or_default()
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
-}
-
-/// Loads (generating and caching on first use) the page of `size` MB and its gzip.
-fn load_page(dir: &Path, size: u32) -> Result<(Vec<u8>, Vec<u8>), String> {
-    let txt = dir.join(format!("page-{size}mb-seed1.txt"));
-    let gz = dir.join(format!("page-{size}mb-seed1.txt.gz"));
-    if !txt.exists() {
-        eprintln!("{size} MB: generating {}", txt.display());
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/gen-apiserver-metrics.py");
-        let out = Command::new("python3")
-            .arg(&script)
-            .args(["--size-mb", &size.to_string(), "--seed", "1"])
-            .output()
-            .map_err(|e| format!("{}: {e}", script.display()))?;
-        if !out.status.success() {
-            return Err(format!(
-                "generator failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        write_atomically(&txt, &out.stdout)?;
-        let _ = std::fs::remove_file(&gz);
-    }
-    let page = std::fs::read(&txt).map_err(|e| format!("{}: {e}", txt.display()))?;
-    if !gz.exists() {
-        eprintln!("{size} MB: compressing");
-        write_atomically(&gz, &gzip(&page))?;
-    }
-    let zipped = std::fs::read(&gz).map_err(|e| format!("{}: {e}", gz.display()))?;
-    Ok((page, zipped))
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| format!("{}: {e}", path.display()))
 }

@@ -23,10 +23,9 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a benchmark may do I/O
 
 use std::convert::Infallible;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,14 +40,15 @@ use cutover_auditor::simulator::tls::{ClusterCa, install_ring_provider};
 use cutover_auditor::state::{self, Snapshot};
 use cutover_auditor::time::Timestamp;
 use cutover_auditor::verdict::{self, CutoverSpec, State, Tracker};
-use flate2::Compression;
-use flate2::write::{GzDecoder, GzEncoder};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-const CHUNK: usize = 64 * 1024;
+#[path = "support/pages.rs"]
+mod pages;
+use pages::{CHUNK, gzip, gzip_decode, load_page, median, median_of, target_dir};
+
 const ORIGIN: Timestamp = Timestamp::from_secs(1_780_000_000);
 const DAY: i64 = 86_400;
 
@@ -334,11 +334,6 @@ fn soak(plan: &Plan, dir: &Path) -> Result<SoakReport, String> {
     })
 }
 
-fn median_of(mut times: Vec<Duration>) -> Duration {
-    times.sort();
-    times.get(times.len() / 2).copied().unwrap_or_default()
-}
-
 /// A line of `/proc/self/status` in KiB (`VmHWM`: peak resident set).
 fn proc_status(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -493,52 +488,12 @@ async fn measure_scrape(
     })
 }
 
-/// The median of `n` timed runs after one untimed warm-up.
-fn median(n: usize, mut f: impl FnMut() -> Result<(), String>) -> Result<Duration, String> {
-    f()?;
-    let mut times = Vec::with_capacity(n);
-    for _ in 0..n {
-        let start = Instant::now();
-        f()?;
-        times.push(start.elapsed());
-    }
-    Ok(median_of(times))
-}
-
 fn extract_gzip(zipped: &[u8]) -> Result<cutover_auditor::exposition::Page, String> {
     let mut dec = PageDecoder::new(Watch::default_families());
     for chunk in zipped.chunks(CHUNK) {
         dec.feed(chunk).map_err(|e| e.to_string())?;
     }
     dec.finish().map_err(|e| e.to_string())
-}
-
-/// Counts bytes written, discarding them.
-struct Discard(usize);
-
-impl Write for Discard {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn gzip_decode(zipped: &[u8]) -> Result<usize, String> {
-    let mut dec = GzDecoder::new(Discard(0));
-    for chunk in zipped.chunks(CHUNK) {
-        dec.write_all(chunk).map_err(|e| e.to_string())?;
-    }
-    Ok(dec.finish().map_err(|e| e.to_string())?.0)
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut enc = GzEncoder::new(Vec::new(), Compression::default());
-    // Writing into a Vec cannot fail.
-    let _ = enc.write_all(bytes);
-    enc.finish().unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------
@@ -755,48 +710,4 @@ fn scratch_dir() -> Result<PathBuf, String> {
     let dir = std::env::temp_dir().join(format!("cutover-soak-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     Ok(dir)
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
-}
-
-/// Loads (generating and caching on first use) the page of `size` MB and its
-/// gzip, in the same files as `benches/extract.rs`.
-fn load_page(dir: &Path, size: u32) -> Result<(Vec<u8>, Vec<u8>), String> {
-    let txt = dir.join(format!("page-{size}mb-seed1.txt"));
-    let gz = dir.join(format!("page-{size}mb-seed1.txt.gz"));
-    if !txt.exists() {
-        eprintln!("{size} MB: generating {}", txt.display());
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/gen-apiserver-metrics.py");
-        let out = Command::new("python3")
-            .arg(&script)
-            .args(["--size-mb", &size.to_string(), "--seed", "1"])
-            .output()
-            .map_err(|e| format!("{}: {e}", script.display()))?;
-        if !out.status.success() {
-            return Err(format!(
-                "generator failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        write_atomically(&txt, &out.stdout)?;
-        let _ = std::fs::remove_file(&gz);
-    }
-    let page = std::fs::read(&txt).map_err(|e| format!("{}: {e}", txt.display()))?;
-    if !gz.exists() {
-        eprintln!("{size} MB: compressing");
-        write_atomically(&gz, &gzip(&page))?;
-    }
-    let zipped = std::fs::read(&gz).map_err(|e| format!("{}: {e}", gz.display()))?;
-    Ok((page, zipped))
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| format!("{}: {e}", path.display()))
 }
