@@ -323,6 +323,8 @@ pub fn assess(spec: &CutoverSpec, ledger: &Ledger, now: Timestamp) -> Assessment
     });
     let mixed = names(&|s| s.ledger.is_some_and(|l| l.mixed_after(start).is_some()));
     let unscraped = names(&|s| s.ledger.is_none() && (s.current || s.missing > spec.tolerance));
+    // A current target never scraped cannot turn ready until it is.
+    let unscraped_now = relevant.iter().any(|s| s.ledger.is_none() && s.current);
     let down = names(&|s| {
         s.current
             && s.ledger
@@ -340,7 +342,6 @@ pub fn assess(spec: &CutoverSpec, ledger: &Ledger, now: Timestamp) -> Assessment
     let (state, reason, ready_in) = if relevant.is_empty() {
         (State::Blind, Reason::NoTargets, None)
     } else if increase > 0 {
-        let unscraped_now = relevant.iter().any(|s| s.ledger.is_none() && s.current);
         let ready_in = (down.is_empty() && absent.is_empty() && mixed.is_empty() && !unscraped_now)
             .then(|| ready_at.since(now));
         (State::InUse, Reason::QuietCounterIncreased, ready_in)
@@ -357,11 +358,8 @@ pub fn assess(spec: &CutoverSpec, ledger: &Ledger, now: Timestamp) -> Assessment
     } else if !unscraped.is_empty() {
         // Listed and never scraped: its counters were never seen, so nothing
         // about it is proven, even within the tolerance.
-        let current = unscraped
-            .iter()
-            .any(|n| relevant.iter().any(|s| s.name == n && s.current));
         blocking = unscraped;
-        let ready_in = (!current).then(|| ready_at.since(now));
+        let ready_in = (!unscraped_now).then(|| ready_at.since(now));
         (State::Blind, Reason::TargetNeverScraped, ready_in)
     } else if !down.is_empty() {
         blocking = down;

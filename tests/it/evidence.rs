@@ -339,3 +339,36 @@ fn an_address_that_mixes_processes_is_blind() {
             .is_none()
     );
 }
+
+#[test]
+fn an_instance_whose_first_pages_lacked_the_families_is_never_ready_on_its_old_uses() {
+    let mut ledger = Ledger::default();
+    ledger.list("a:6443", t(0));
+    ledger.list("b:6443", t(0));
+    scrape_quietly(&mut ledger, "a:6443", 0, 5 * HOUR, 0);
+    // b, an old process, answers pages without the families for 2 hours
+    // (absent is not zero: blind), then pages with a counter of 40 uses whose
+    // time is unknown: anywhere since its first page.
+    for s in (0..2 * HOUR).step_by(30) {
+        ledger.observe("b:6443", t(s), page_without_families(-DAY));
+    }
+    let a = assess(&legacy_spec(), &ledger, 2 * HOUR - 30);
+    assert_eq!(
+        (a.state, a.reason),
+        (State::Blind, Reason::MetricAbsent),
+        "{a:?}"
+    );
+    for s in (2 * HOUR..=5 * HOUR).step_by(30) {
+        ledger.observe("b:6443", t(s), page(-DAY, 40, 0, 0));
+        let a = assess(&legacy_spec(), &ledger, s);
+        // Blind until all but the 5-minute tolerance of those 2 hours left
+        // the 1-hour window; never ready on a value of unknown age.
+        if s < 3 * HOUR - 5 * MIN {
+            assert_eq!(a.state, State::Blind, "at {s}: {a:?}");
+        }
+    }
+    assert_eq!(
+        assess(&legacy_spec(), &ledger, 5 * HOUR).state,
+        State::Ready
+    );
+}
