@@ -708,7 +708,10 @@ impl PageDecoder {
                 return Ok(());
             };
             self.mode = if head == GZIP_MAGIC {
-                Mode::Gzip(Box::new(flate2::write::MultiGzDecoder::new(sink)))
+                Mode::Gzip(Box::new(Gzip {
+                    decoder: flate2::write::MultiGzDecoder::new(sink),
+                    pending: Vec::with_capacity(GZIP_PIECE),
+                }))
             } else {
                 Mode::Plain(sink)
             };
@@ -726,8 +729,15 @@ impl PageDecoder {
                 sink
             }
             Mode::Plain(sink) => sink,
-            Mode::Gzip(mut decoder) => {
-                if let Err(err) = decoder.try_finish() {
+            Mode::Gzip(gzip) => {
+                let Gzip {
+                    mut decoder,
+                    pending,
+                } = *gzip;
+                if let Err(err) = decoder
+                    .write_all(&pending)
+                    .and_then(|()| decoder.try_finish())
+                {
                     return Err(decoder
                         .get_mut()
                         .error
@@ -754,10 +764,10 @@ impl PageDecoder {
         }
         match &mut self.mode {
             Mode::Plain(sink) => write_sink(sink, bytes),
-            Mode::Gzip(decoder) => match decoder.write_all(bytes) {
+            Mode::Gzip(gzip) => match gzip.write(bytes) {
                 Ok(()) => Ok(()),
                 Err(err) => {
-                    let typed = decoder.get_mut().error.take();
+                    let typed = gzip.decoder.get_mut().error.take();
                     self.mode = Mode::Failed;
                     Err(typed.unwrap_or(ExpositionError::Gzip(err)))
                 }
@@ -803,8 +813,43 @@ enum Class {
 enum Mode {
     Sniffing(Vec<u8>, Sink),
     Plain(Sink),
-    Gzip(Box<flate2::write::MultiGzDecoder<Sink>>),
+    Gzip(Box<Gzip>),
     Failed,
+}
+
+/// How many compressed bytes reach the gzip decoder per call. Whether the
+/// output a call decodes before hitting corrupt data is delivered depends on
+/// how the input was split, so the decoder always gets the body in the same
+/// pieces, at fixed offsets of the stream: a corrupt stream that also exceeds
+/// the size limit gives the same error however the network chunked it.
+const GZIP_PIECE: usize = 4096;
+
+/// The gzip side of a [`PageDecoder`]: the decoder and the compressed bytes
+/// short of the next whole [`GZIP_PIECE`].
+struct Gzip {
+    decoder: flate2::write::MultiGzDecoder<Sink>,
+    pending: Vec<u8>,
+}
+
+impl Gzip {
+    fn write(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        if !self.pending.is_empty() {
+            let take = (GZIP_PIECE - self.pending.len()).min(bytes.len());
+            self.pending.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.pending.len() < GZIP_PIECE {
+                return Ok(());
+            }
+            self.decoder.write_all(&self.pending)?;
+            self.pending.clear();
+        }
+        let whole = bytes.len() - bytes.len() % GZIP_PIECE;
+        for piece in bytes[..whole].chunks(GZIP_PIECE) {
+            self.decoder.write_all(piece)?;
+        }
+        self.pending.extend_from_slice(&bytes[whole..]);
+        Ok(())
+    }
 }
 
 /// The decoded side of a [`PageDecoder`]: counts bytes and feeds the
