@@ -460,7 +460,10 @@ impl Extractor {
         for &i in &self.by_first_byte[usize::from(first)] {
             let name = self.watched[usize::from(i)].as_bytes();
             if p.len() > name.len() {
-                if p.starts_with(name) && matches!(p[name.len()], b'{' | b' ' | b'\t') {
+                // A carriage return right after the name is either the end of
+                // the line (trimmed once complete) or garbage: parsed either
+                // way, so the outcome does not depend on where the chunk ends.
+                if p.starts_with(name) && matches!(p[name.len()], b'{' | b' ' | b'\t' | b'\r') {
                     return Class::Keep;
                 }
             } else if p == name && complete {
