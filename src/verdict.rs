@@ -339,7 +339,9 @@ pub fn assess(spec: &CutoverSpec, ledger: &Ledger, now: Timestamp) -> Assessment
     });
 
     let mut blocking = Vec::new();
-    let (state, reason, ready_in) = if relevant.is_empty() {
+    // With no current target, nothing observes the apiservers serving now:
+    // every instance having left proves nothing about the present.
+    let (state, reason, ready_in) = if !relevant.iter().any(|s| s.current) {
         (State::Blind, Reason::NoTargets, None)
     } else if increase > 0 {
         let ready_in = (down.is_empty() && absent.is_empty() && mixed.is_empty() && !unscraped_now)

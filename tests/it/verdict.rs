@@ -415,6 +415,28 @@ fn removed_instance_counts_until_its_unobserved_tail_leaves_the_window() {
 }
 
 #[test]
+fn every_instance_having_left_is_blind_not_ready() {
+    let mut w = World::new(&[("a", &ALL_KINDS), ("b", &ALL_KINDS)], week_specs());
+    w.run(0, 8 * DAY, 30 * MIN, |w, _| w.bump_all(TokenKind::Valid, 1));
+    w.check(
+        "legacy-tokens",
+        8 * DAY,
+        State::Ready,
+        Reason::QuietForWindow,
+    );
+    // Both leave (e.g. discovery lists none): observed up to their departure,
+    // yet nothing observes whatever serves clients now.
+    for name in ["a", "b"] {
+        w.ledger.remove(name, Timestamp::from_secs(8 * DAY));
+        w.instances.remove(name);
+    }
+    for t in [8 * DAY, 8 * DAY + HOUR, 10 * DAY] {
+        w.check("legacy-tokens", t, State::Blind, Reason::NoTargets);
+        w.check("token-expiry-extension", t, State::Blind, Reason::NoTargets);
+    }
+}
+
+#[test]
 fn legacy_uses_the_split_counters_did_not_classify_keep_legacy_auto_tokens_from_ready() {
     // --service-account-lookup=false: legacy uses are counted, never split
     // into auto/manual/invalid, so the auto counter's silence proves nothing.
