@@ -231,12 +231,19 @@ impl Report {
             out.push('\n');
         }
         let age = self.now.since(self.saved_at);
+        let unobserved = if age.as_secs() > 0 {
+            format!(
+                ", {} earlier: nothing since was observed",
+                humantime::format_duration(Duration::from_secs(age.as_secs()))
+            )
+        } else {
+            String::new()
+        };
         let source = format!(
-            "judged at {} from {} saved at {} ({} before)",
+            "judged at {} from {} saved at {}{unobserved}",
             rfc3339(self.now),
             self.origin,
             rfc3339(self.saved_at),
-            human(age)
         );
         if self.status.cutovers.is_empty() {
             let _ = writeln!(
