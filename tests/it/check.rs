@@ -551,3 +551,105 @@ fn json_is_the_api_status_shape() {
     // Target health is the scraper's; check does not scrape.
     assert_eq!(json["targets"], serde_json::json!([]));
 }
+
+const LIVE_WORLD: &str = r#"
+name = "check-live"
+speed = 150.0
+scraper_counts_as = "valid"
+page_kib = 8
+
+[[instances]]
+version = "1.30.4"
+count = 2
+
+[[clients]]
+kind = "legacy"
+interval = "10s"
+targets = "all"
+from = "1m"
+until = "3m"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_a_daemon_wrote_gets_the_daemons_verdicts() {
+    use crate::support::daemon::{Daemon, config_for, start_world};
+    let dir = test_dir("live");
+    let state = dir.join("state.json");
+    let windows = "[cutovers.legacy-tokens]\nwindow = \"20m\"\n\
+                   [cutovers.legacy-auto-tokens]\nwindow = \"20m\"\n\
+                   [cutovers.token-expiry-extension]\nwindow = \"20m\"\n";
+    let (sim, clock, _) = start_world(LIVE_WORLD, &dir).await;
+    let daemon = Daemon::start(
+        config_for(&sim, &state, "30s", "20s", windows),
+        clock.clone(),
+    )
+    .await;
+    daemon.wait_evaluated().await;
+    // Uses from 1m to 3m, then quiet: in use, with the uses in the window.
+    clock.sleep(Duration::from_secs(8 * 60)).await;
+    let served = daemon
+        .wait_status("legacy uses counted", |s| {
+            s.cutovers.iter().any(|c| c.increase > 0)
+        })
+        .await;
+    daemon.stop().await;
+    sim.shutdown().await;
+    let saved: Snapshot =
+        serde_json::from_slice(&std::fs::read(&state).expect("state written")).unwrap();
+
+    // Judged at the final write, by the binary, from the file alone.
+    let cfg = dir.join("check.toml");
+    std::fs::write(
+        &cfg,
+        format!("[targets.kubernetes]\napi_server = \"https://127.0.0.1:6443\"\n[scrape]\ninterval = \"30s\"\ntimeout = \"20s\"\n{windows}"),
+    )
+    .unwrap();
+    let at = UNIX_EPOCH + Duration::from_millis(saved.saved_at.as_millis() as u64);
+    let at = humantime::format_rfc3339_millis(at).to_string();
+    let out = check(&[
+        "--config",
+        s(&cfg),
+        "--state",
+        s(&state),
+        "--at",
+        &at,
+        "--format",
+        "json",
+    ]);
+    assert!(matches!(code(&out), 0 | 1), "{}", stderr(&out));
+    let judged: Status = serde_json::from_slice(&out.stdout).expect("status JSON");
+    assert_eq!(judged.evaluated_at, Some(saved.saved_at));
+    let essentials = |s: &Status| -> Vec<_> {
+        s.cutovers
+            .iter()
+            .map(|c| {
+                (
+                    c.name.to_string(),
+                    c.state,
+                    c.reason,
+                    c.increase,
+                    c.last_use,
+                    c.since,
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        essentials(&judged),
+        essentials(&served),
+        "{judged:#?}\n{served:#?}"
+    );
+    assert!(
+        served.cutovers.iter().any(|c| c.state == State::InUse),
+        "{served:#?}"
+    );
+    // Every kind but the scraper's own (valid) uses stopped before the status was read.
+    let totals = |s: &Status| -> Vec<_> {
+        s.kinds
+            .iter()
+            .filter(|k| k.kind != TokenKind::Valid)
+            .map(|k| (k.kind, k.total))
+            .collect()
+    };
+    assert_eq!(totals(&judged), totals(&served));
+}
