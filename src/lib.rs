@@ -14,6 +14,7 @@
 //! - [`verdict`]: per cutover, the state, its reason and its numbers.
 //! - [`endpointslice`]: the EndpointSlice JSON shape used for discovery.
 //! - [`inspect`]: what `cutover-auditor inspect` prints for one page.
+//! - [`check`]: the verdict `cutover-auditor check` gives from saved evidence.
 //!
 //! The shell around it:
 //!
@@ -42,6 +43,7 @@
 #![deny(missing_docs)]
 
 pub mod alerting;
+pub mod check;
 pub mod clock;
 pub mod config;
 pub mod credentials;

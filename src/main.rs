@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use cutover_auditor::check::{self, CheckError, Origin};
 use cutover_auditor::clock::Clock;
 use cutover_auditor::config::{Config, ConfigError, LogFormat};
 use cutover_auditor::daemon::{self, DaemonError, Event};
@@ -22,6 +23,7 @@ use cutover_auditor::simulator::scenario::{Action, Scenario};
 use cutover_auditor::simulator::{
     self, Options as SimOptions, SimError, SimulateOptions, Simulation,
 };
+use cutover_auditor::state::StateError;
 use cutover_auditor::telemetry;
 use cutover_auditor::time::Timestamp;
 
@@ -51,6 +53,19 @@ Commands:
       Kubernetes version of one kube-apiserver /metrics page (plain or gzip)
       read from FILE or stdin. Exit 65 on a malformed watched line or input
       without any exposition line, 66 on unreadable input.
+
+  check [--config FILE] [--state FILE] [--cutover NAME]... [--format text|json]
+        [--at RFC3339]
+      One verdict for a pipeline or a deploy hook, from the daemon's state
+      file (--state, or state.path of the config; read only, never moved or
+      written), judged as the daemon judges it, at now or --at (e.g.
+      2026-12-04T18:00:00Z). Cutovers and windows from --config (default: the
+      built-ins); --cutover limits the ones judged (repeatable). Text lines per
+      cutover (state, reason, coverage, uses, ready_in, blocking instances),
+      or --format json, the /api/v1/status shape. Exit 0 when every one is
+      ready, 1 when any is not, 64 on a bad command line or config or an
+      unknown cutover, 66 when the state file is missing, unreadable, corrupt
+      or from a future version or clock.
 
   simulate --scenario FILE [--dir DIR] [--speed N]
       Run only the simulated kube-apiservers of a scenario (TLS, tokens,
@@ -158,6 +173,9 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             Some(DaemonError::TaskFailed { .. }) => return EX_SOFTWARE,
             _ => {}
         }
+        if let Some(err) = cause.downcast_ref::<CheckError>() {
+            return err.exit_code();
+        }
         if cause.is::<inspect::NoExposition>() {
             return inspect::EX_DATAERR;
         }
@@ -190,6 +208,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Value(cmd) if cmd == "simulate" => cmd_simulate(parser),
         Value(cmd) if cmd == "serve" => cmd_serve(parser),
         Value(cmd) if cmd == "demo" => cmd_demo(parser),
+        Value(cmd) if cmd == "check" => cmd_check(parser),
         Value(cmd) => Err(usage(format!(
             "unknown command {:?}",
             cmd.to_string_lossy()
@@ -237,6 +256,102 @@ fn cmd_inspect(mut parser: lexopt::Parser) -> anyhow::Result<ExitCode> {
         .and_then(|()| out.flush())
         .map_err(|err| anyhow::anyhow!("writing the report: {err}"))?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_check(mut parser: lexopt::Parser) -> anyhow::Result<ExitCode> {
+    use lexopt::prelude::*;
+    let mut config_path: Option<PathBuf> = None;
+    let mut state_path: Option<PathBuf> = None;
+    let mut cutovers: Vec<String> = Vec::new();
+    let mut format = Format::Text;
+    let mut at: Option<Timestamp> = None;
+    while let Some(arg) = parser.next().map_err(usage)? {
+        match arg {
+            Long("config") => config_path = Some(parser.value().map_err(usage)?.into()),
+            Long("state") => state_path = Some(parser.value().map_err(usage)?.into()),
+            Long("cutover") => {
+                let value = parser.value().map_err(usage)?;
+                cutovers.push(value.to_string_lossy().into_owned());
+            }
+            Long("format") => {
+                let value = parser.value().map_err(usage)?;
+                format = value.to_string_lossy().parse().map_err(usage)?;
+            }
+            Long("at") => {
+                let value = parser.value().map_err(usage)?;
+                let value = value.to_string_lossy();
+                let t = humantime::parse_rfc3339(&value).map_err(|e| {
+                    usage(format!(
+                        "--at {value:?}: {e}; expected RFC 3339 in UTC, e.g. 2026-12-04T18:00:00Z"
+                    ))
+                })?;
+                at = Some(Timestamp::from_system_time(t));
+            }
+            Short('h') | Long("help") => {
+                print!("{USAGE}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            other => return Err(usage(other.unexpected())),
+        }
+    }
+    let config = match &config_path {
+        // `check` never contacts the apiservers: outside a cluster, the
+        // in-cluster address a config may rely on is not needed.
+        Some(path) => Config::load(path, |name| {
+            std::env::var(name).ok().or_else(|| match name {
+                "KUBERNETES_SERVICE_HOST" => Some("kubernetes.default.svc".to_owned()),
+                "KUBERNETES_SERVICE_PORT" => Some("443".to_owned()),
+                _ => None,
+            })
+        })
+        .with_context(|| format!("{}", path.display()))?,
+        None => check::default_config(),
+    };
+    let path = state_path
+        .or_else(|| config.state.path.clone())
+        .ok_or_else(|| {
+            usage("no state file to judge: pass --state FILE, or set state.path in the config")
+        })?;
+    let now = at.unwrap_or_else(|| Clock::real().now());
+    let snapshot = read_state(&path)?;
+    let report = check::judge(&config, snapshot, Origin::StateFile(path), &cutovers, now).map_err(
+        |err| match err {
+            // A time given on the command line before the evidence ends.
+            CheckError::EvidenceAfterNow { .. } if at.is_some() => usage(err),
+            err => err.into(),
+        },
+    )?;
+    let mut out = io::stdout().lock();
+    out.write_all(report.render(format).as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|err| anyhow::anyhow!("writing the report: {err}"))?;
+    Ok(ExitCode::from(report.exit_code()))
+}
+
+/// Reads the state file for `check`, read only: a missing, unreadable or
+/// corrupt file is an error naming it, and is left exactly as it is.
+fn read_state(path: &std::path::Path) -> Result<cutover_auditor::state::Snapshot, CheckError> {
+    let unreadable = |reason: String| CheckError::Unreadable {
+        origin: Origin::StateFile(path.to_owned()),
+        reason,
+    };
+    // A directory or a FIFO is refused before it is opened (a FIFO would block).
+    cutover_auditor::state::check_path(path).map_err(|e| {
+        unreadable(match e {
+            StateError::NotAFile { kind, .. } => format!("is {kind}, not a regular file"),
+            StateError::Unusable { source, .. } => format!("unusable: {source}"),
+            other => other.to_string(),
+        })
+    })?;
+    let bytes = std::fs::read(path).map_err(|e| {
+        unreadable(if e.kind() == io::ErrorKind::NotFound {
+            "missing (the daemon writes it every state.write_interval; is --state the daemon's state.path?)".to_owned()
+        } else {
+            format!("unreadable: {e}")
+        })
+    })?;
+    cutover_auditor::state::decode(&bytes)
+        .map_err(|reason| unreadable(format!("{reason} (left in place)")))
 }
 
 fn cmd_simulate(mut parser: lexopt::Parser) -> anyhow::Result<ExitCode> {

@@ -25,7 +25,7 @@ use crate::window::IncreaseWindow;
 const FAILURE_LOG_EVERY: Duration = Duration::from_secs(300);
 
 /// The state the core decides on, behind one lock.
-pub(super) struct Core {
+pub(crate) struct Core {
     ledger: Ledger,
     trackers: BTreeMap<Cutover, Tracker>,
     health: BTreeMap<String, TargetHealth>,
@@ -40,7 +40,7 @@ pub(super) struct Core {
 impl Core {
     /// A fresh core, or one resumed from the `snapshot` the state file held.
     /// Retention follows `config`, never the snapshot.
-    pub(super) fn start(config: &Config, snapshot: Option<Snapshot>) -> Core {
+    pub(crate) fn start(config: &Config, snapshot: Option<Snapshot>) -> Core {
         let mut core = Core {
             ledger: Ledger::new(retention_for(config)),
             trackers: BTreeMap::new(),
@@ -198,7 +198,7 @@ impl Core {
         }
     }
 
-    pub(super) fn evaluate(
+    pub(crate) fn evaluate(
         &mut self,
         specs: &[CutoverSpec],
         metrics: &Metrics,

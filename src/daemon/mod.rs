@@ -12,6 +12,7 @@ mod run;
 mod supervise;
 mod targets;
 
+pub(crate) use self::core::Core;
 pub use self::run::{
     DaemonError, Event, Faults, Options, PersistError, ResumeOutcome, Task, run, run_with_faults,
     run_with_resolver,
