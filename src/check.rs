@@ -15,9 +15,8 @@
 //! Nothing here turns missing evidence into `ready`: the ledger's coverage of
 //! every instance ends at its last sample, so the time between the state
 //! file's last write and `now` is unobserved and the verdict `blind` once it
-//! exceeds the tolerance (and, should no instance have been current, a
-//! `ready` older than the tolerance is a `coverage_gap`: an instance that
-//! joined since is unknown); an empty ledger is `blind` (`no_targets`); a
+//! exceeds the tolerance; a ledger with no current instance (empty, or all
+//! departed) is `blind` (`no_targets`), as in the daemon; a
 //! snapshot that claims samples after `now` is refused; and an empty list of
 //! cutovers to judge is never "all ready".
 
@@ -32,7 +31,7 @@ use crate::metrics::{Metrics, MetricsError};
 use crate::state::Snapshot;
 use crate::status::{CutoverStatus, Status};
 use crate::time::Timestamp;
-use crate::verdict::{Reason, State};
+use crate::verdict::State;
 
 /// Every requested cutover is `ready`.
 pub const EX_READY: u8 = 0;
@@ -172,25 +171,6 @@ pub fn judge(
     let mut core = Core::start(config, Some(snapshot));
     let metrics = Metrics::new(env!("CARGO_PKG_VERSION"))?;
     let (mut status, _transitions) = core.evaluate(&config.cutovers, &metrics, now);
-    // The daemon's evidence of which instances exist ends at its last write:
-    // one that joined since is unknown here. Instances current then are
-    // unobserved since (the ledger's own tail, `target_down` past the
-    // tolerance); when none was current (all had left), nothing else stops
-    // a `ready` judged long after the write, so past the tolerance the time
-    // since the write is a coverage gap of the whole cluster.
-    let age = now.since(saved_at);
-    for c in &mut status.cutovers {
-        let tolerance = config
-            .cutovers
-            .iter()
-            .find(|s| s.name == c.name)
-            .map_or(Duration::ZERO, |s| s.tolerance);
-        if c.state == State::Ready && age > tolerance {
-            c.state = State::Blind;
-            c.reason = Reason::CoverageGap;
-            c.ready_in_seconds = None;
-        }
-    }
     if !requested.is_empty() {
         status
             .cutovers
@@ -361,6 +341,7 @@ mod tests {
     use crate::families::TokenKind;
     use crate::ledger::{Ledger, Observation, SeriesKey};
     use crate::state::FORMAT_VERSION;
+    use crate::verdict::Reason;
 
     const HOUR: i64 = 3_600;
     const A: &str = "10.0.0.1:6443";
@@ -469,19 +450,22 @@ mod tests {
     }
 
     #[test]
-    fn a_state_whose_instances_all_left_is_not_ready_past_the_tolerance() {
+    fn a_state_whose_instances_all_left_is_not_ready() {
         let mut s = snapshot(2 * HOUR, 0);
         s.ledger.remove(A, t(2 * HOUR));
-        // Ten minutes on: the daemon would not have seen an instance joining.
-        let r = judge(&config(), s, origin(), &[], t(2 * HOUR + 600)).unwrap();
-        assert_eq!(r.exit_code(), 1, "{}", r.render(Format::Text));
-        for c in &r.status.cutovers {
-            assert_eq!(
-                (c.state, c.reason),
-                (State::Blind, Reason::CoverageGap),
-                "{c:?}"
-            );
-            assert_eq!(c.ready_in_seconds, None);
+        // Right after the write and ten minutes on: an instance that joined
+        // since would be unknown, so nothing is ready.
+        for at in [2 * HOUR, 2 * HOUR + 600] {
+            let r = judge(&config(), s.clone(), origin(), &[], t(at)).unwrap();
+            assert_eq!(r.exit_code(), 1, "{}", r.render(Format::Text));
+            for c in &r.status.cutovers {
+                assert_eq!(
+                    (c.state, c.reason),
+                    (State::Blind, Reason::NoTargets),
+                    "{c:?}"
+                );
+                assert_eq!(c.ready_in_seconds, None);
+            }
         }
     }
 
