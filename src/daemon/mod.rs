@@ -8,10 +8,12 @@
 //! core and the disk.
 
 mod core;
+mod leader;
 mod run;
 mod supervise;
 mod targets;
 
+pub use self::leader::{Decision, Lease, LeaseSpec, decide, micro_time};
 pub use self::run::{
     DaemonError, Event, Faults, Options, PersistError, ResumeOutcome, Task, run, run_with_faults,
     run_with_resolver,
