@@ -1,0 +1,506 @@
+//! The ConfigMap state backend and leader election, against the
+//! simulator's ConfigMap and Lease APIs (`src/simulator/objects.rs`).
+//!
+//! Backend: a round trip; a stale resourceVersion is refused (409), counted
+//! by the simulator, never retried blindly, and the object keeps the other
+//! writer's state; a state over the size limit is refused before any
+//! request; a forbidden token, a missing ConfigMap and corrupt content are
+//! errors that say so. HA: two daemons share the ConfigMap and the Lease;
+//! only the leader scrapes; the leader is killed (its task aborted: no
+//! drain, no final write, the Lease not released); the follower takes over
+//! within the lease duration, with every use the ground truth counted, no
+//! `ready` verdict on either daemon at any time, and a late write of the
+//! old leader refused by the fence.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cutover_auditor::clock::Clock;
+use cutover_auditor::config::Config;
+use cutover_auditor::credentials::TokenFile;
+use cutover_auditor::daemon::{self, DaemonError, Resolver};
+use cutover_auditor::families::TokenKind;
+use cutover_auditor::kubeapi::KubeClient;
+use cutover_auditor::ledger::{Ledger, Observation, SeriesKey};
+use cutover_auditor::simulator::Simulation;
+use cutover_auditor::simulator::objects::{Kind, LEASE, NAMESPACE, STATE_CONFIGMAP};
+use cutover_auditor::state::{FORMAT_VERSION, Loaded, Snapshot};
+use cutover_auditor::state_store::{
+    CONFIGMAP_KEY, ConfigMapStore, MAX_OBJECT_BYTES, StoreError, decode_from_configmap,
+};
+use cutover_auditor::status::Status;
+use cutover_auditor::time::Timestamp;
+use cutover_auditor::verdict::{State, Tracker};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::support::daemon::{start_world, test_dir};
+
+const WORLD: &str = r#"
+name = "ha"
+speed = 60.0
+token_grace = "2m"
+scraper_counts_as = "none"
+page_kib = 8
+
+[[instances]]
+version = "1.29.5"
+[[instances]]
+version = "1.35.0"
+
+[[clients]]
+kind = "legacy"
+interval = "7s"
+targets = "round_robin"
+from = "30s"
+until = "12m"
+
+[[clients]]
+kind = "valid"
+interval = "5s"
+targets = "all"
+"#;
+
+fn client(sim: &Simulation, token: &Path) -> KubeClient {
+    KubeClient::new(
+        &format!("https://{}", sim.service_address())
+            .parse()
+            .unwrap(),
+        "kubernetes",
+        sim.ca_path(),
+        Arc::new(TokenFile::new(token.to_owned())),
+        Duration::from_secs(10),
+    )
+    .expect("client")
+}
+
+fn store(sim: &Simulation) -> ConfigMapStore {
+    ConfigMapStore::new(client(sim, sim.token_path()), NAMESPACE, STATE_CONFIGMAP)
+}
+
+/// A small snapshot whose ledger holds `uses` legacy uses on one instance.
+fn snapshot(uses: u64, saved_at: i64) -> Snapshot {
+    let mut ledger = Ledger::default();
+    for (t, v) in [(10, 1), (40, 1 + uses)] {
+        ledger.observe(
+            "10.0.0.1:6443",
+            Timestamp::from_secs(t),
+            Observation {
+                start_time: Some(Timestamp::from_secs(1)),
+                values: BTreeMap::from([(
+                    SeriesKey::family("serviceaccount_legacy_tokens_total"),
+                    v,
+                )]),
+            },
+        );
+    }
+    Snapshot {
+        version: FORMAT_VERSION,
+        saved_at: Timestamp::from_secs(saved_at),
+        ledger,
+        trackers: BTreeMap::from([("legacy-tokens".into(), Tracker::default())]),
+    }
+}
+
+/// The snapshot the simulator's ConfigMap holds now.
+fn stored(sim: &Simulation) -> Option<Snapshot> {
+    let cm = sim.objects().get(Kind::ConfigMap, STATE_CONFIGMAP)?;
+    let value = cm["binaryData"][CONFIGMAP_KEY].as_str()?;
+    Some(decode_from_configmap(value).expect("the stored state decodes"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configmap_writes_are_fenced_and_a_conflict_is_never_overwritten_blindly() {
+    let dir = test_dir("ha-fence");
+    let (sim, _clock, _) = start_world(WORLD, &dir).await;
+    let (a, b) = (store(&sim), store(&sim));
+
+    // The shipped ConfigMap is empty: a first start.
+    assert!(matches!(a.load().await.unwrap(), Loaded::Missing));
+    a.save(&snapshot(3, 100)).await.expect("first write");
+    match b.load().await.unwrap() {
+        Loaded::Resumed(s) => assert_eq!(*s, snapshot(3, 100)),
+        other => panic!("{other:?}"),
+    }
+    // b writes (a new leader's first write): a's fence is stale now.
+    b.save(&snapshot(5, 200)).await.expect("b writes");
+    let err = a.save(&snapshot(4, 300)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    assert!(
+        err.to_string().contains("another writer changed it"),
+        "{err}"
+    );
+    assert_eq!(sim.objects().conflicts(), 1);
+    assert_eq!(stored(&sim), Some(snapshot(5, 200)), "b's state kept");
+    // No blind retry: without reading again, nothing is sent.
+    let writes = sim.objects().writes(Kind::ConfigMap, STATE_CONFIGMAP);
+    let err = a.save(&snapshot(4, 300)).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotRead { .. }), "{err}");
+    assert_eq!(
+        sim.objects().writes(Kind::ConfigMap, STATE_CONFIGMAP),
+        writes
+    );
+    assert_eq!(sim.objects().conflicts(), 1, "not even attempted");
+    // Read again, then write: allowed, on top of what was read.
+    match a.load().await.unwrap() {
+        Loaded::Resumed(s) => assert_eq!(*s, snapshot(5, 200)),
+        other => panic!("{other:?}"),
+    }
+    a.save(&snapshot(6, 400))
+        .await
+        .expect("write after reading");
+    assert_eq!(stored(&sim), Some(snapshot(6, 400)));
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configmap_errors_say_what_is_wrong_and_nothing_is_written() {
+    let dir = test_dir("ha-errors");
+    let (sim, _clock, _) = start_world(WORLD, &dir).await;
+    let a = store(&sim);
+    assert!(matches!(a.load().await.unwrap(), Loaded::Missing));
+
+    // Over the size limit: refused before any request, the object unchanged.
+    let mut huge = snapshot(1, 1);
+    // A cutover name of incompressible text: the encoded state passes 900 KiB.
+    let mut x: u64 = 1;
+    let noise: String = (0..1_300_000)
+        .map(|_| {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            char::from(b'a' + ((x >> 33) % 26) as u8)
+        })
+        .collect();
+    huge.trackers
+        .insert(noise.as_str().into(), Tracker::default());
+    let writes = sim.objects().writes(Kind::ConfigMap, STATE_CONFIGMAP);
+    match a.save(&huge).await {
+        Err(StoreError::TooLarge { bytes, limit, .. }) => {
+            assert_eq!(limit, MAX_OBJECT_BYTES);
+            assert!(bytes > limit, "{bytes}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        sim.objects().writes(Kind::ConfigMap, STATE_CONFIGMAP),
+        writes
+    );
+    assert_eq!(stored(&sim), None);
+
+    // Forbidden (RBAC): HTTP 403 named, with what to check.
+    let forbidden = ConfigMapStore::new(
+        client(&sim, sim.forbidden_token_path()),
+        NAMESPACE,
+        STATE_CONFIGMAP,
+    );
+    let err = forbidden.load().await.unwrap_err().to_string();
+    assert!(
+        err.contains("forbidden (HTTP 403)") && err.contains("Role"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{NAMESPACE}/{STATE_CONFIGMAP}")),
+        "{err}"
+    );
+    let err = forbidden.save(&snapshot(1, 1)).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotRead { .. }), "{err}");
+
+    // Corrupt content: an error naming the key and the problem; the object's
+    // version is known from that read, so the next write replaces it.
+    let cm = sim.objects().get(Kind::ConfigMap, STATE_CONFIGMAP).unwrap();
+    for (value, why) in [
+        ("%%%", "not base64"),
+        ("aGVsbG8=", "not gzip"),
+        // gzip of `{"version": 99}`.
+        (
+            "H4sIAAAAAAACA6tWKkstKs7Mz1OyUrC0rAUAeOluGg8AAAA=",
+            "format version 99",
+        ),
+    ] {
+        let mut bad = sim.objects().get(Kind::ConfigMap, STATE_CONFIGMAP).unwrap();
+        bad["binaryData"] = json!({ CONFIGMAP_KEY: value });
+        let (code, _) = sim.objects().replace(Kind::ConfigMap, STATE_CONFIGMAP, bad);
+        assert_eq!(code.as_u16(), 200);
+        let err = a.load().await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains(why) && text.contains(CONFIGMAP_KEY), "{text}");
+    }
+    a.save(&snapshot(2, 2))
+        .await
+        .expect("corrupt content replaced after it was read");
+    assert_eq!(stored(&sim), Some(snapshot(2, 2)));
+    drop(cm);
+
+    // A missing ConfigMap: 404 named, nothing created.
+    sim.objects().delete(Kind::ConfigMap, STATE_CONFIGMAP);
+    let err = a.load().await.unwrap_err().to_string();
+    assert!(err.contains("not found (HTTP 404)"), "{err}");
+    assert!(
+        sim.objects()
+            .get(Kind::ConfigMap, STATE_CONFIGMAP)
+            .is_none()
+    );
+    sim.shutdown().await;
+}
+
+/// A daemon of the HA pair, in this process: killed by aborting its task
+/// (no drain, no final write, no Lease release), as SIGKILL would.
+struct Replica {
+    addr: SocketAddr,
+    task: JoinHandle<Result<(), DaemonError>>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Replica {
+    async fn start(config: Config, clock: Clock) -> Replica {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let options = daemon::Options {
+            config,
+            clock,
+            listener: Some(listener),
+            events: None,
+        };
+        let task = tokio::spawn(daemon::run_with_resolver(
+            options,
+            Resolver::System,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Replica {
+            addr,
+            task,
+            stop: Some(stop),
+        }
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let r = reqwest::Client::new()
+            .get(format!("http://{}{path}", self.addr))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .expect("admin server answers");
+        (r.status().as_u16(), r.text().await.expect("body"))
+    }
+
+    async fn status(&self) -> Status {
+        serde_json::from_str(&self.get("/api/v1/status").await.1).expect("status JSON")
+    }
+
+    /// The value of the unlabelled metric `name`, or of the series with
+    /// exactly `labels` (`{a="b",c="d"}`).
+    async fn metric(&self, series: &str) -> Option<f64> {
+        let text = self.get("/metrics").await.1;
+        text.lines().find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+    }
+
+    async fn wait_metric(&self, series: &str, value: f64, what: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.metric(series).await != Some(value) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: not within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn kill(self) {
+        self.task.abort();
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let done = tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("drains within 20 s")
+            .expect("no panic");
+        done.expect("ran without error");
+    }
+}
+
+fn ha_config(sim: &Simulation, identity: &str) -> Config {
+    let text = format!(
+        r#"
+listen = "127.0.0.1:0"
+[scrape]
+interval = "30s"
+timeout = "10s"
+[targets.kubernetes]
+api_server = "https://{service}"
+token_file = "{token}"
+ca_file = "{ca}"
+refresh_interval = "1m"
+[state]
+backend = "configmap"
+configmap = "{STATE_CONFIGMAP}"
+namespace = "{NAMESPACE}"
+write_interval = "30s"
+[leader_election]
+lease_name = "{LEASE}"
+namespace = "{NAMESPACE}"
+lease_duration = "15s"
+renew_deadline = "10s"
+retry_period = "2s"
+identity = "{identity}"
+[log]
+format = "text"
+level = "warn"
+[cutovers.legacy-tokens]
+window = "20m"
+"#,
+        service = sim.service_address(),
+        token = sim.token_path().display(),
+        ca = sim.ca_path().display(),
+    );
+    Config::parse(&text, |_| None).expect("HA config is valid")
+}
+
+fn legacy_state(s: &Status) -> State {
+    s.cutovers
+        .iter()
+        .find(|c| c.name == "legacy-tokens")
+        .expect("legacy-tokens in status")
+        .state
+}
+
+fn scraped(s: &Status) -> bool {
+    s.targets.iter().any(|t| t.last_scrape.is_some())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_follower_takes_over_a_killed_leader_with_all_the_evidence() {
+    let dir = test_dir("ha-handover");
+    let (sim, clock, origin) = start_world(WORLD, &dir).await;
+    let mins = |m: u64| Duration::from_secs(m * 60);
+
+    let a = Replica::start(ha_config(&sim, "replica-a"), clock.clone()).await;
+    a.wait_metric("cutover_leader", 1.0, "replica-a leads")
+        .await;
+    let b = Replica::start(ha_config(&sim, "replica-b"), clock.clone()).await;
+    // The follower loads the shared state and is ready to take over.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while b.get("/readyz").await.0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "follower not ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(b.metric("cutover_leader").await, Some(0.0));
+
+    // Until the kill at 8m: only the leader scrapes; never ready (legacy uses).
+    while clock.now() < origin + mins(8) {
+        let (sa, sb) = (a.status().await, b.status().await);
+        assert_ne!(legacy_state(&sa), State::Ready, "{sa:?}");
+        assert_ne!(legacy_state(&sb), State::Ready, "{sb:?}");
+        assert!(!scraped(&sb), "the follower scraped: {sb:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(scraped(&a.status().await), "the leader scrapes");
+    assert!(
+        sim.objects().writes(Kind::ConfigMap, STATE_CONFIGMAP) >= 3,
+        "the leader writes the state"
+    );
+    // What the old leader would write late: its fence is the current version.
+    let late = store(&sim);
+    let Loaded::Resumed(old) = late.load().await.expect("read as the old leader") else {
+        panic!("no state written by the leader");
+    };
+
+    a.kill();
+    // The old leader's last renewal, then the new leader's acquisition, as
+    // the Lease records them (simulated time).
+    let time = |v: &serde_json::Value| {
+        let text = v.as_str().expect("a MicroTime");
+        Timestamp::from_system_time(humantime::parse_rfc3339(text).expect("RFC 3339"))
+    };
+    let mut last_renewal = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let acquired = loop {
+        let lease = sim.objects().get(Kind::Lease, LEASE).unwrap();
+        match lease["spec"]["holderIdentity"].as_str() {
+            Some("replica-a") => last_renewal = Some(time(&lease["spec"]["renewTime"])),
+            Some("replica-b") => break time(&lease["spec"]["acquireTime"]),
+            other => panic!("lease held by {other:?}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no takeover within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let waited = acquired.since(last_renewal.expect("replica-a held the Lease"));
+    // Not before the Lease expired (15 s after the last renewal), and at the
+    // next try after it (every 2 s), plus the time of one request.
+    assert!(
+        waited >= Duration::from_secs(15)
+            && waited <= Duration::from_millis(15_000 + 2_000 + 1_000),
+        "taken over {waited:?} after the last renewal"
+    );
+    b.wait_metric("cutover_leader", 1.0, "replica-b leads")
+        .await;
+    assert_eq!(b.metric("cutover_lease_transitions_total").await, Some(1.0));
+
+    // The new leader wrote at once: the old leader's late write is refused.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while stored(&sim).is_some_and(|s| s.saved_at <= old.saved_at) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no write by the new leader"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let err = late.save(&old).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    assert!(
+        stored(&sim).unwrap().saved_at > old.saved_at,
+        "not overwritten"
+    );
+
+    // The new leader scrapes; until the end, never ready on it.
+    while clock.now() < origin + mins(16) {
+        let s = b.status().await;
+        assert_ne!(legacy_state(&s), State::Ready, "{s:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let s = b.status().await;
+    assert!(scraped(&s), "the new leader scrapes: {s:?}");
+    assert_eq!(legacy_state(&s), State::InUse, "{s:?}");
+    // No evidence lost: every legacy use (all before 12m, long before the
+    // new leader's last scrape) is counted, per instance and in total.
+    let text = b.get("/metrics").await.1;
+    let mut total = 0;
+    for (i, addr) in sim.instance_addresses().iter().enumerate() {
+        let truth = sim.increments(i, TokenKind::Legacy, origin - mins(1), clock.now());
+        assert!(truth > 0, "instance {i} saw legacy uses");
+        total += truth;
+        let series =
+            format!("cutover_apiserver_token_uses_total{{instance=\"{addr}\",kind=\"legacy\"}}");
+        assert_eq!(
+            b.metric(&series).await,
+            Some(truth as f64),
+            "instance {i}\n{text}"
+        );
+    }
+    assert_eq!(
+        b.metric("cutover_token_uses_total{kind=\"legacy\"}").await,
+        Some(total as f64),
+        "{text}"
+    );
+    b.stop().await;
+    sim.shutdown().await;
+}
