@@ -335,6 +335,14 @@ impl Replica {
     }
 }
 
+/// The Lease's duration and retry period, in simulated seconds: at the
+/// world's speed (60), one real second and 67 ms, so a loaded machine does
+/// not make the leader miss its renew deadline (40 s: 0.67 s real).
+const LEASE_SECS: u64 = 60;
+const RETRY_SECS: u64 = 4;
+/// Simulated time one round of Lease requests may take on a loaded machine.
+const REQUEST_SLACK: Duration = Duration::from_secs(10);
+
 fn ha_config(sim: &Simulation, identity: &str) -> Config {
     let text = format!(
         r#"
@@ -355,9 +363,9 @@ write_interval = "30s"
 [leader_election]
 lease_name = "{LEASE}"
 namespace = "{NAMESPACE}"
-lease_duration = "15s"
-renew_deadline = "10s"
-retry_period = "2s"
+lease_duration = "{LEASE_SECS}s"
+renew_deadline = "40s"
+retry_period = "{RETRY_SECS}s"
 identity = "{identity}"
 [log]
 format = "text"
@@ -411,6 +419,18 @@ async fn the_follower_takes_over_a_killed_leader_with_all_the_evidence() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(scraped(&a.status().await), "the leader scrapes");
+    assert_eq!(
+        a.metric("cutover_lease_transitions_total").await,
+        Some(1.0),
+        "one leader all along"
+    );
+    assert_eq!(
+        b.metric("cutover_state_last_write_success_timestamp_seconds")
+            .await,
+        Some(0.0),
+        "the follower never writes"
+    );
+    assert_eq!(sim.objects().conflicts(), 0, "one writer: no conflict");
     assert!(
         sim.objects().writes(Kind::ConfigMap, STATE_CONFIGMAP) >= 3,
         "the leader writes the state"
@@ -444,11 +464,11 @@ async fn the_follower_takes_over_a_killed_leader_with_all_the_evidence() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     let waited = acquired.since(last_renewal.expect("replica-a held the Lease"));
-    // Not before the Lease expired (15 s after the last renewal), and at the
-    // next try after it (every 2 s), plus the time of one request.
+    // Not before the Lease expired (its duration after the last renewal),
+    // and at the next try after it, plus the time of the requests.
+    let lease = Duration::from_secs(LEASE_SECS);
     assert!(
-        waited >= Duration::from_secs(15)
-            && waited <= Duration::from_millis(15_000 + 2_000 + 1_000),
+        waited >= lease && waited <= lease + Duration::from_secs(RETRY_SECS) + REQUEST_SLACK,
         "taken over {waited:?} after the last renewal"
     );
     b.wait_metric("cutover_leader", 1.0, "replica-b leads")
@@ -503,4 +523,115 @@ async fn the_follower_takes_over_a_killed_leader_with_all_the_evidence() {
     );
     b.stop().await;
     sim.shutdown().await;
+}
+
+/// `[state]` and `[leader_election]` are validated once, each problem named.
+#[test]
+fn backend_and_leader_election_config_is_validated() {
+    let base = r#"
+[targets.kubernetes]
+api_server = "https://10.0.0.1:6443"
+"#;
+    let parse = |extra: &str, env: &[(&str, &str)]| {
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::parse(&format!("{base}{extra}"), |k| env.get(k).cloned()).map_err(|e| e.to_string())
+    };
+    let ok = parse(
+        "[state]\nbackend = \"configmap\"\nconfigmap = \"cutover-auditor-state\"\n[leader_election]\n",
+        &[("POD_NAME", "auditor-0")],
+    )
+    .expect("valid");
+    let le = ok.leader_election.expect("enabled by its section");
+    assert_eq!(le.identity, "auditor-0");
+    assert_eq!(
+        (le.lease_duration, le.renew_deadline, le.retry_period),
+        (
+            Duration::from_secs(15),
+            Duration::from_secs(10),
+            Duration::from_secs(2)
+        )
+    );
+    assert!(ok.kube_api.is_some());
+    // Disabled: no election.
+    let off = parse(
+        "[state]\nbackend = \"configmap\"\nconfigmap = \"s\"\n[leader_election]\nenabled = false\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(off.leader_election, None);
+
+    for (extra, env, want) in [
+        (
+            "[state]\nbackend = \"etcd\"\n",
+            &[][..],
+            "state.backend: \"etcd\" is not a state backend",
+        ),
+        (
+            "[state]\nbackend = \"configmap\"\n",
+            &[],
+            "state.configmap: \"\" is not a ConfigMap name",
+        ),
+        (
+            "[state]\nbackend = \"configmap\"\nconfigmap = \"Bad_Name\"\n",
+            &[],
+            "state.configmap: \"Bad_Name\"",
+        ),
+        (
+            "[state]\nconfigmap = \"s\"\n",
+            &[],
+            "state.configmap: is set but state.backend is \"file\"",
+        ),
+        (
+            "[state]\nbackend = \"configmap\"\nconfigmap = \"s\"\npath = \"/x\"\n",
+            &[],
+            "state.path: is set but state.backend is \"configmap\"",
+        ),
+        ("[state]\ncolor = \"blue\"\n", &[], "unknown field `color`"),
+        (
+            "[leader_election]\nidentity = \"a\"\n",
+            &[],
+            "leader_election: needs the shared state",
+        ),
+        (
+            "[state]\nbackend = \"configmap\"\nconfigmap = \"s\"\n[leader_election]\n",
+            &[],
+            "leader_election.identity: not set and neither POD_NAME nor HOSTNAME",
+        ),
+        (
+            "[state]\nbackend = \"configmap\"\nconfigmap = \"s\"\n[leader_election]\nidentity = \"a\"\nrenew_deadline = \"20s\"\n",
+            &[],
+            "leader_election.renew_deadline: must be shorter than leader_election.lease_duration",
+        ),
+        (
+            "[state]\nbackend = \"configmap\"\nconfigmap = \"s\"\n[leader_election]\nidentity = \"a\"\nretry_period = \"10s\"\n",
+            &[],
+            "leader_election.retry_period: must be shorter than leader_election.renew_deadline",
+        ),
+        (
+            "[state]\nbackend = \"configmap\"\nconfigmap = \"s\"\n[leader_election]\nidentity = \"a\"\nleader = true\n",
+            &[],
+            "unknown field `leader`",
+        ),
+    ] {
+        let err = parse(extra, env).expect_err(extra);
+        assert!(err.contains(want), "{extra}: {err}");
+    }
+    // HOSTNAME when POD_NAME is absent.
+    let host = parse(
+        "[state]\nbackend = \"configmap\"\nconfigmap = \"s\"\n[leader_election]\n",
+        &[("HOSTNAME", "node-host")],
+    )
+    .unwrap();
+    assert_eq!(host.leader_election.unwrap().identity, "node-host");
+    // Static targets outside a cluster: no API for the ConfigMap.
+    let err = Config::parse(
+        "[targets]\nstatic = [{ url = \"https://10.0.0.9:6443\" }]\n[state]\nbackend = \"configmap\"\nconfigmap = \"s\"\n",
+        |_| None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("need the Kubernetes API"), "{err}");
 }
