@@ -635,3 +635,136 @@ api_server = "https://10.0.0.1:6443"
     .to_string();
     assert!(err.contains("need the Kubernetes API"), "{err}");
 }
+
+/// The objects `kubectl kustomize` renders for the base with the
+/// state-configmap component (offline, no cluster).
+fn render_with_component() -> Vec<serde_json::Value> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = repo
+        .join("target")
+        .join(format!("ha-render-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("render dir");
+    // Kustomize takes only relative paths to other kustomizations.
+    std::fs::write(
+        dir.join("kustomization.yaml"),
+        "resources:\n  - ../../deploy/base\ncomponents:\n  - ../../deploy/components/state-configmap\n",
+    )
+    .expect("kustomization");
+    let out = std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&dir)
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .output()
+        .expect("kubectl (Kustomize v5) is required by this test");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "kubectl kustomize: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut child = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d]))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 with PyYAML is required by this test");
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(&out.stdout).unwrap();
+    }
+    let json = child.wait_with_output().expect("python3 ran");
+    serde_json::from_slice(&json.stdout).expect("rendered objects as JSON")
+}
+
+#[test]
+fn the_state_configmap_component_grants_get_and_update_on_its_two_objects_only() {
+    let objects = render_with_component();
+    let find = |kind: &str, name: &str| {
+        objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+            .clone()
+    };
+    let role = find("Role", "cutover-auditor-state");
+    assert_eq!(role["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(
+        role["rules"],
+        json!([
+            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [STATE_CONFIGMAP], "verbs": ["get", "update"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [LEASE], "verbs": ["get", "update"]},
+        ])
+    );
+    let binding = find("RoleBinding", "cutover-auditor-state");
+    assert_eq!(binding["roleRef"]["name"], "cutover-auditor-state");
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "cutover-auditor", "namespace": NAMESPACE}])
+    );
+    // Both objects ship (the auditor creates nothing), empty.
+    let cm = find("ConfigMap", STATE_CONFIGMAP);
+    assert_eq!(cm["metadata"]["namespace"], NAMESPACE);
+    assert!(cm.get("data").is_none() && cm.get("binaryData").is_none());
+    assert_eq!(find("Lease", LEASE)["metadata"]["namespace"], NAMESPACE);
+
+    let deployment = find("Deployment", "cutover-auditor");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(deployment["spec"]["strategy"]["type"], "RollingUpdate");
+    let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert_eq!(
+        env,
+        &json!([{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}])
+    );
+
+    // The config in the generated ConfigMap names those objects, and is the
+    // base's but for [state] and [leader_election].
+    let config_map = objects
+        .iter()
+        .find(|o| {
+            o["kind"] == "ConfigMap"
+                && o["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("cutover-auditor-config"))
+        })
+        .expect("the generated config");
+    let text = config_map["data"]["config.toml"]
+        .as_str()
+        .expect("config.toml");
+    let env = |k: &str| match k {
+        "POD_NAME" => Some("cutover-auditor-7d9f-abcde".to_owned()),
+        "KUBERNETES_SERVICE_HOST" => Some("10.96.0.1".to_owned()),
+        "KUBERNETES_SERVICE_PORT" => Some("443".to_owned()),
+        _ => None,
+    };
+    let config = Config::parse(text, env).expect("the component's config is valid");
+    assert_eq!(
+        config.state.backend,
+        cutover_auditor::config::StateBackend::ConfigMap {
+            name: STATE_CONFIGMAP.into(),
+            namespace: None
+        }
+    );
+    let le = config.leader_election.expect("leader election on");
+    assert_eq!(
+        (le.lease_name.as_str(), le.identity.as_str()),
+        (LEASE, "cutover-auditor-7d9f-abcde")
+    );
+    let table = |t: &str| {
+        let mut v: toml::Table = toml::from_str(t).expect("TOML");
+        v.remove("state");
+        v.remove("leader_election");
+        v
+    };
+    let base = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/base/config.toml"),
+    )
+    .expect("base config");
+    assert_eq!(
+        table(text),
+        table(&base),
+        "the component's config.toml drifted from deploy/base/config.toml"
+    );
+}
