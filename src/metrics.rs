@@ -68,6 +68,8 @@ pub struct Metrics {
     lease_transitions: IntCounter,
     /// Why the last state write failed, while it is the last one.
     state_write_error: Mutex<Option<String>>,
+    /// Why a follower's last load of the shared state failed, while it is the last one.
+    state_load_error: Mutex<Option<String>>,
     /// The current targets: the only instances with per-instance series.
     current_targets: Mutex<BTreeSet<String>>,
 }
@@ -269,6 +271,7 @@ impl Metrics {
                 "Times this replica became the leader or stopped being it."
             ))?),
             state_write_error: Mutex::new(None),
+            state_load_error: Mutex::new(None),
             current_targets: Mutex::new(BTreeSet::new()),
             registry,
         };
@@ -491,6 +494,23 @@ impl Metrics {
     /// Sets `cutover_leader` without counting a transition (at start).
     pub fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));
+    }
+
+    /// Records a follower's load of the shared state: successful (`None`),
+    /// or failed for `error` (shown by `/readyz`).
+    pub fn observe_state_load(&self, error: Option<String>) {
+        *self
+            .state_load_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = error;
+    }
+
+    /// Why the last load of the shared state failed, if it did.
+    pub fn state_load_error(&self) -> Option<String> {
+        self.state_load_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// Why the last state write failed, if it did.

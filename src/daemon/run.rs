@@ -508,6 +508,11 @@ pub async fn run_with_faults(
     };
     names.insert(background.spawn(discovering).id(), Task::Discovery);
     if let Some((client, le, namespace)) = lease {
+        // Not ready until the shared state is loaded (follower) or read
+        // again (leader); the start's read does not count.
+        shared
+            .metrics
+            .observe_state_load(Some("not loaded yet".to_owned()));
         shared.readiness.update(|r| r.state_unsynced = true);
         let electing = leader::run(Arc::clone(&shared), client, le, namespace);
         names.insert(background.spawn(electing).id(), Task::LeaderElection);
@@ -800,11 +805,13 @@ impl Shared {
                 None
             }
             Err(e) => {
+                self.metrics.observe_state_load(Some(chain(&e)));
                 self.readiness.update(|r| r.state_unsynced = true);
                 return Err(e);
             }
         };
         self.lock().resume(&self.config, snapshot);
+        self.metrics.observe_state_load(None);
         self.readiness.update(|r| r.state_unsynced = false);
         Ok(())
     }

@@ -525,6 +525,36 @@ async fn the_follower_takes_over_a_killed_leader_with_all_the_evidence() {
     sim.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_cannot_reach_the_lease_or_the_state_never_leads_nor_turns_ready() {
+    let dir = test_dir("ha-forbidden");
+    let (sim, clock, _) = start_world(WORLD, &dir).await;
+    let mut config = ha_config(&sim, "replica-f");
+    // Authenticated, but without access to the objects (403).
+    if let Some(api) = config.kube_api.as_mut() {
+        api.token_file = sim.forbidden_token_path().to_owned();
+    }
+    let f = Replica::start(config, clock.clone()).await;
+    // Evaluated (its status has a time), yet not ready, and it says why.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while f.status().await.evaluated_at.is_none() {
+        assert!(std::time::Instant::now() < deadline, "no evaluation");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let start = clock.now();
+    while clock.now().since(start) < Duration::from_secs(3 * LEASE_SECS) {
+        let (code, body) = f.get("/readyz").await;
+        assert_eq!(code, 503, "{body}");
+        assert!(body.contains("shared state cannot be loaded"), "{body}");
+        assert_eq!(f.metric("cutover_leader").await, Some(0.0));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!scraped(&f.status().await), "never scrapes");
+    assert_eq!(sim.objects().writes(Kind::Lease, LEASE), 1, "only the seed");
+    f.stop().await;
+    sim.shutdown().await;
+}
+
 /// `[state]` and `[leader_election]` are validated once, each problem named.
 #[test]
 fn backend_and_leader_election_config_is_validated() {
