@@ -168,6 +168,9 @@ pub struct ConfigMapStore {
     fence: Mutex<Option<String>>,
     /// Labels and annotations of the object, kept on write.
     meta: Mutex<serde_json::Map<String, serde_json::Value>>,
+    /// One write at a time from this replica: two writes with one fence
+    /// would conflict with each other.
+    writing: tokio::sync::Mutex<()>,
 }
 
 /// Where the state is kept.
@@ -321,6 +324,7 @@ impl ConfigMapStore {
             name: name.to_owned(),
             fence: Mutex::new(None),
             meta: Mutex::new(serde_json::Map::new()),
+            writing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -379,6 +383,7 @@ impl ConfigMapStore {
                 limit: MAX_OBJECT_BYTES,
             });
         }
+        let _one = self.writing.lock().await;
         let Some(fence) = self.fence() else {
             return Err(StoreError::NotRead {
                 object: self.object.clone(),

@@ -555,6 +555,55 @@ async fn a_replica_that_cannot_reach_the_lease_or_the_state_never_leads_nor_turn
     sim.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_whose_configmap_was_changed_by_another_writer_reads_it_again() {
+    let dir = test_dir("ha-conflict");
+    let (sim, clock, _) = start_world(WORLD, &dir).await;
+    let mut config = ha_config(&sim, "single");
+    config.leader_election = None;
+    let d = Replica::start(config, clock.clone()).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while stored(&sim).is_none() {
+        assert!(std::time::Instant::now() < deadline, "no state written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Another writer replaces the state, with a marker the daemon cannot make.
+    let mut theirs = stored(&sim).unwrap();
+    theirs
+        .trackers
+        .insert("written-by-another".into(), Tracker::default());
+    let mut cm = sim.objects().get(Kind::ConfigMap, STATE_CONFIGMAP).unwrap();
+    cm["binaryData"][CONFIGMAP_KEY] =
+        json!(cutover_auditor::state_store::encode_for_configmap(&theirs).unwrap());
+    let (code, _) = sim.objects().replace(Kind::ConfigMap, STATE_CONFIGMAP, cm);
+    assert_eq!(code.as_u16(), 200);
+    // The daemon's next write conflicts; it is counted, the state read
+    // again, and the write after that carries the other writer's marker.
+    d.wait_metric(
+        "cutover_state_backend_conflicts_total",
+        1.0,
+        "the conflict counted",
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !stored(&sim).is_some_and(|s| {
+        s.saved_at > theirs.saved_at && s.trackers.contains_key(&"written-by-another".into())
+    }) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no write on top of the other writer's state"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sim.objects().conflicts(), 1);
+    assert_eq!(
+        d.metric("cutover_state_backend_conflicts_total").await,
+        Some(1.0)
+    );
+    d.stop().await;
+    sim.shutdown().await;
+}
+
 /// `[state]` and `[leader_election]` are validated once, each problem named.
 #[test]
 fn backend_and_leader_election_config_is_validated() {
