@@ -6,8 +6,9 @@
 //! writer's state; a state over the size limit is refused before any
 //! request; a forbidden token, a missing ConfigMap and corrupt content are
 //! errors that say so. HA: two daemons share the ConfigMap and the Lease;
-//! only the leader scrapes; the leader is killed (its task aborted: no
-//! drain, no final write, the Lease not released); the follower takes over
+//! only the leader scrapes; the leader is killed (in this process, its task
+//! aborted; as `serve` processes, SIGKILL: no drain, no final write, the
+//! Lease not released); the follower takes over
 //! within the lease duration, with every use the ground truth counted, no
 //! `ready` verdict on either daemon at any time, and a late write of the
 //! old leader refused by the fence.
@@ -40,6 +41,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::support::daemon::{start_world, test_dir};
+use crate::support::process::{Serve, bin};
 
 const WORLD: &str = r#"
 name = "ha"
@@ -252,8 +254,17 @@ async fn configmap_errors_say_what_is_wrong_and_nothing_is_written() {
 /// (no drain, no final write, no Lease release), as SIGKILL would.
 struct Replica {
     addr: SocketAddr,
-    task: JoinHandle<Result<(), DaemonError>>,
-    stop: Option<oneshot::Sender<()>>,
+    run: Run,
+}
+
+/// How a replica runs: a task of this process, or a `serve` child process
+/// (killed with SIGKILL).
+enum Run {
+    Task {
+        task: JoinHandle<Result<(), DaemonError>>,
+        stop: Option<oneshot::Sender<()>>,
+    },
+    Process(Box<Serve>),
 }
 
 impl Replica {
@@ -276,8 +287,36 @@ impl Replica {
         ));
         Replica {
             addr,
-            task,
-            stop: Some(stop),
+            run: Run::Task {
+                task,
+                stop: Some(stop),
+            },
+        }
+    }
+
+    /// `cutover-auditor serve` on `config_text` (log level `info`, so its
+    /// address is read from its log), on the world's clock: `--speed` and
+    /// `--clock-start` as `simulate` prints them.
+    async fn spawn(config_text: String, dir: &Path, name: &str, origin: Timestamp) -> Replica {
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            config_text.replace("level = \"warn\"", "level = \"info\""),
+        )
+        .expect("config file");
+        let mut command = bin();
+        command.args(["serve", "--config"]).arg(&path).args([
+            "--speed",
+            "60",
+            "--clock-start",
+            &origin.to_string(),
+        ]);
+        let serve = tokio::task::spawn_blocking(move || Serve::spawn(command))
+            .await
+            .expect("serve started");
+        Replica {
+            addr: serve.addr,
+            run: Run::Process(Box::new(serve)),
         }
     }
 
@@ -319,19 +358,41 @@ impl Replica {
         }
     }
 
+    /// Abort the task, or SIGKILL the process.
     fn kill(self) {
-        self.task.abort();
+        match self.run {
+            Run::Task { task, .. } => task.abort(),
+            Run::Process(mut serve) => {
+                serve.child.0.kill().expect("SIGKILL");
+                let _ = serve.child.0.wait();
+            }
+        }
     }
 
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+    async fn stop(self) {
+        match self.run {
+            Run::Task { task, mut stop } => {
+                if let Some(stop) = stop.take() {
+                    let _ = stop.send(());
+                }
+                let done = tokio::time::timeout(Duration::from_secs(20), task)
+                    .await
+                    .expect("drains within 20 s")
+                    .expect("no panic");
+                done.expect("ran without error");
+            }
+            Run::Process(mut serve) => {
+                let pid = serve.child.0.id().to_string();
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &pid])
+                    .status();
+                let status =
+                    tokio::task::spawn_blocking(move || serve.exit_within(Duration::from_secs(20)))
+                        .await
+                        .expect("waited");
+                assert!(status.success(), "serve exited {status}");
+            }
         }
-        let done = tokio::time::timeout(Duration::from_secs(20), self.task)
-            .await
-            .expect("drains within 20 s")
-            .expect("no panic");
-        done.expect("ran without error");
     }
 }
 
@@ -344,7 +405,11 @@ const RETRY_SECS: u64 = 4;
 const REQUEST_SLACK: Duration = Duration::from_secs(10);
 
 fn ha_config(sim: &Simulation, identity: &str) -> Config {
-    let text = format!(
+    Config::parse(&ha_config_text(sim, identity), |_| None).expect("HA config is valid")
+}
+
+fn ha_config_text(sim: &Simulation, identity: &str) -> String {
+    format!(
         r#"
 listen = "127.0.0.1:0"
 [scrape]
@@ -376,8 +441,7 @@ window = "20m"
         service = sim.service_address(),
         token = sim.token_path().display(),
         ca = sim.ca_path().display(),
-    );
-    Config::parse(&text, |_| None).expect("HA config is valid")
+    )
 }
 
 fn legacy_state(s: &Status) -> State {
@@ -394,14 +458,39 @@ fn scraped(s: &Status) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_follower_takes_over_a_killed_leader_with_all_the_evidence() {
-    let dir = test_dir("ha-handover");
+    handover(false).await;
+}
+
+/// The same with two `serve` processes, the leader killed with SIGKILL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_follower_process_takes_over_a_sigkilled_leader_process() {
+    handover(true).await;
+}
+
+async fn handover(processes: bool) {
+    let dir = test_dir(if processes {
+        "ha-handover-processes"
+    } else {
+        "ha-handover"
+    });
     let (sim, clock, origin) = start_world(WORLD, &dir).await;
     let mins = |m: u64| Duration::from_secs(m * 60);
+    let start = |identity: &'static str| {
+        let (sim, clock, dir) = (&sim, clock.clone(), dir.clone());
+        async move {
+            let config = ha_config(sim, identity);
+            if processes {
+                Replica::spawn(ha_config_text(sim, identity), &dir, identity, origin).await
+            } else {
+                Replica::start(config, clock).await
+            }
+        }
+    };
 
-    let a = Replica::start(ha_config(&sim, "replica-a"), clock.clone()).await;
+    let a = start("replica-a").await;
     a.wait_metric("cutover_leader", 1.0, "replica-a leads")
         .await;
-    let b = Replica::start(ha_config(&sim, "replica-b"), clock.clone()).await;
+    let b = start("replica-b").await;
     // The follower loads the shared state and is ready to take over.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while b.get("/readyz").await.0 != 200 {
