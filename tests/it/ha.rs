@@ -693,6 +693,71 @@ async fn a_daemon_whose_configmap_was_changed_by_another_writer_reads_it_again()
     sim.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_loses_the_lease_stops_scraping_and_writing_at_once() {
+    let dir = test_dir("ha-lost");
+    let (sim, clock, _) = start_world(WORLD, &dir).await;
+    let d = Replica::start(ha_config(&sim, "replica-a"), clock.clone()).await;
+    d.wait_metric("cutover_leader", 1.0, "leads").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while stored(&sim).is_none() {
+        assert!(std::time::Instant::now() < deadline, "no state written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Another replica holds the Lease now, freshly renewed.
+    let intruded_at = loop {
+        let mut lease = sim.objects().get(Kind::Lease, LEASE).unwrap();
+        let now = clock.now();
+        lease["spec"]["holderIdentity"] = json!("intruder");
+        lease["spec"]["renewTime"] = json!(daemon::micro_time(now));
+        lease["spec"]["leaseDurationSeconds"] = json!(LEASE_SECS);
+        if sim.objects().replace(Kind::Lease, LEASE, lease).0.as_u16() == 200 {
+            break now;
+        }
+    };
+    d.wait_metric("cutover_leader", 0.0, "stops leading").await;
+    let lost_at = clock.now();
+    assert!(
+        lost_at.since(intruded_at) <= Duration::from_secs(RETRY_SECS) + REQUEST_SLACK,
+        "noticed {:?} after",
+        lost_at.since(intruded_at)
+    );
+    // A write or scrape already under way may end; nothing starts after.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let writes = sim.objects().writes(Kind::ConfigMap, STATE_CONFIGMAP);
+    let last_scrape = |s: &Status| s.targets.iter().filter_map(|t| t.last_scrape).max();
+    let scraped_until = last_scrape(&d.status().await);
+    // 50 s of the intruder's 60: more than one write interval and one scrape
+    // interval.
+    while clock.now() < intruded_at + Duration::from_secs(50) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        sim.objects().writes(Kind::ConfigMap, STATE_CONFIGMAP),
+        writes,
+        "a state write after the Lease was lost"
+    );
+    assert_eq!(
+        last_scrape(&d.status().await),
+        scraped_until,
+        "a scrape after the Lease was lost"
+    );
+    // The intruder does not renew: the Lease is taken back, the state read
+    // again and written.
+    d.wait_metric("cutover_leader", 1.0, "leads again").await;
+    assert_eq!(d.metric("cutover_lease_transitions_total").await, Some(3.0));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while sim.objects().writes(Kind::ConfigMap, STATE_CONFIGMAP) == writes {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no write as leader again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    d.stop().await;
+    sim.shutdown().await;
+}
+
 /// `[state]` and `[leader_election]` are validated once, each problem named.
 #[test]
 fn backend_and_leader_election_config_is_validated() {
