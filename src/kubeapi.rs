@@ -165,8 +165,20 @@ impl KubeClient {
             })?),
             None => None,
         };
-        let token = self.token.token().map_err(KubeError::Credentials)?;
-        let attempt = self.once(&method, path, body.as_deref(), &token);
+        let attempt = async {
+            let token = self.token.token().map_err(KubeError::Credentials)?;
+            match self.once(&method, path, body.as_deref(), &token).await {
+                // A rotated token: read the file again, retry once if it changed.
+                Err(err @ KubeError::Status { code: 401, .. }) => {
+                    let fresh = self.token.reload().map_err(KubeError::Credentials)?;
+                    if fresh == token {
+                        return Err(err);
+                    }
+                    self.once(&method, path, body.as_deref(), &fresh).await
+                }
+                other => other,
+            }
+        };
         match tokio::time::timeout(self.timeout, attempt).await {
             Ok(result) => result,
             Err(_) => Err(KubeError::Transport {

@@ -250,6 +250,54 @@ async fn configmap_errors_say_what_is_wrong_and_nothing_is_written() {
     sim.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_reads_the_token_file_again_and_retries_once() {
+    let dir = test_dir("ha-401");
+    let (sim, _clock, _) = start_world(WORLD, &dir).await;
+    let right = std::fs::read_to_string(sim.token_path()).unwrap();
+    let wrong: String = right
+        .trim()
+        .chars()
+        .map(|c| if c == 'x' { 'y' } else { 'x' })
+        .collect();
+    let copy = dir.join("api-token");
+    std::fs::write(&copy, &wrong).unwrap();
+    // Cached for an hour unless the file's size, mtime or inode change.
+    let token = Arc::new(TokenFile::with_period(
+        copy.clone(),
+        Duration::from_secs(3_600),
+    ));
+    let client = KubeClient::new(
+        &format!("https://{}", sim.service_address())
+            .parse()
+            .unwrap(),
+        "kubernetes",
+        sim.ca_path(),
+        Arc::clone(&token),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let store = ConfigMapStore::new(client, NAMESPACE, STATE_CONFIGMAP);
+    let err = store.load().await.unwrap_err().to_string();
+    assert!(err.contains("HTTP 401"), "{err}");
+    assert!(
+        !err.contains(&wrong),
+        "the token is never in an error: {err}"
+    );
+    // The right token, written in place with the same size and mtime: only
+    // the 401 makes the client read the file again.
+    let mtime = std::fs::metadata(&copy).unwrap().modified().unwrap();
+    std::fs::write(&copy, right.trim()).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&copy)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert!(matches!(store.load().await.unwrap(), Loaded::Missing));
+    sim.shutdown().await;
+}
+
 /// A daemon of the HA pair, in this process: killed by aborting its task
 /// (no drain, no final write, no Lease release), as SIGKILL would.
 struct Replica {
