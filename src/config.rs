@@ -147,7 +147,8 @@ pub struct StaticTarget {
 /// Persistence settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StateConfig {
-    /// The state file; `None` disables persistence.
+    /// The state file; `None` disables persistence (with the file backend;
+    /// always `None` with the ConfigMap backend).
     pub path: Option<PathBuf>,
     /// Least time between two writes.
     pub write_interval: Duration,
@@ -649,8 +650,9 @@ impl RawConfig {
             }
         };
         let state = StateConfig {
-            backend,
             path: match self.state.path.as_deref() {
+                // No file with the ConfigMap backend.
+                _ if backend != StateBackend::File => None,
                 None => Some(PathBuf::from("/var/lib/cutover-auditor/state.json")),
                 Some("") => None,
                 Some(path) => Some(PathBuf::from(path)),
@@ -660,6 +662,7 @@ impl RawConfig {
                 self.state.write_interval.as_deref(),
                 Duration::from_secs(60),
             ),
+            backend,
         };
 
         let level = self.log.level.unwrap_or_else(|| "info".into());

@@ -267,8 +267,9 @@ impl StateStore {
             StateStore::File(path) => {
                 let path = path.clone();
                 tokio::task::spawn_blocking(move || {
-                    let size = state::encode(&snapshot).map(|b| b.len()).unwrap_or(0);
-                    state::save(&path, &snapshot).map(|()| size)
+                    state::save(&path, &snapshot)?;
+                    // The size written, without encoding twice.
+                    Ok::<_, StateError>(std::fs::metadata(&path).map_or(0, |m| m.len() as usize))
                 })
                 .await
                 .map_err(|e| StoreError::Internal(e.to_string()))?

@@ -297,6 +297,12 @@ pub(super) async fn run(
                 if leadership.is_leader() {
                     leadership.grant(now + le.renew_deadline);
                 } else {
+                    if *leadership.flag.borrow() {
+                        // Renewed, but only after the renew deadline: that
+                        // term ended; a new one starts as any other.
+                        leadership.revoke();
+                        shared.metrics.observe_leadership(false);
+                    }
                     // Won: read the shared state again before anything else,
                     // then write it at once to fence off the previous leader.
                     match shared.reload().await {
