@@ -36,6 +36,58 @@ pub struct Config {
     pub log: LogConfig,
     /// Direct push of alerts to Alertmanager, if configured.
     pub alertmanager: Option<AlertmanagerConfig>,
+    /// Leader election on a Lease, if enabled (several replicas).
+    pub leader_election: Option<LeaderElectionConfig>,
+    /// How the daemon reaches the Kubernetes API for its own objects (state
+    /// ConfigMap, Lease): the discovery settings, or the in-cluster defaults
+    /// when `KUBERNETES_SERVICE_HOST` is set; `None` outside a cluster with
+    /// static targets.
+    pub kube_api: Option<KubeApiConfig>,
+}
+
+/// Access to the Kubernetes API for the daemon's own objects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KubeApiConfig {
+    /// `https://host:port`.
+    pub api_server: Url,
+    /// Bearer token file.
+    pub token_file: PathBuf,
+    /// CA bundle of the API server.
+    pub ca_file: PathBuf,
+    /// TLS server name verified when `api_server` is an IP.
+    pub server_name: String,
+}
+
+/// Where the state is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StateBackend {
+    /// A local file (`state.path`; `None` disables persistence).
+    File,
+    /// A ConfigMap in the auditor's own namespace.
+    ConfigMap {
+        /// The ConfigMap's name (`state.configmap`).
+        name: String,
+        /// Its namespace (`state.namespace`); `None`: the service account's
+        /// namespace file, read at start.
+        namespace: Option<String>,
+    },
+}
+
+/// Leader election settings (`[leader_election]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderElectionConfig {
+    /// The Lease's name.
+    pub lease_name: String,
+    /// Its namespace; `None`: the service account's namespace file.
+    pub namespace: Option<String>,
+    /// How long a Lease not renewed stays with its holder.
+    pub lease_duration: Duration,
+    /// A leader that could not renew for this long stops acting as one.
+    pub renew_deadline: Duration,
+    /// Time between two attempts to acquire or renew.
+    pub retry_period: Duration,
+    /// This replica's identity (`identity`, else `POD_NAME`, else `HOSTNAME`).
+    pub identity: String,
 }
 
 /// Scrape settings.
@@ -95,10 +147,13 @@ pub struct StaticTarget {
 /// Persistence settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StateConfig {
-    /// The state file; `None` disables persistence.
+    /// The state file; `None` disables persistence (with the file backend;
+    /// always `None` with the ConfigMap backend).
     pub path: Option<PathBuf>,
     /// Least time between two writes.
     pub write_interval: Duration,
+    /// The backend: a file (`path`) or a ConfigMap.
+    pub backend: StateBackend,
 }
 
 /// Log settings.
@@ -285,6 +340,19 @@ struct RawConfig {
     #[serde(default)]
     log: RawLog,
     alertmanager: Option<RawAlertmanager>,
+    leader_election: Option<RawLeaderElection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLeaderElection {
+    enabled: Option<bool>,
+    lease_name: Option<String>,
+    namespace: Option<String>,
+    lease_duration: Option<String>,
+    renew_deadline: Option<String>,
+    retry_period: Option<String>,
+    identity: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -339,6 +407,9 @@ struct RawCutover {
 struct RawState {
     path: Option<String>,
     write_interval: Option<String>,
+    backend: Option<String>,
+    configmap: Option<String>,
+    namespace: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -536,8 +607,52 @@ impl RawConfig {
             }
         }
 
+        let backend = match self.state.backend.as_deref().unwrap_or("file") {
+            "file" => {
+                for (key, set) in [
+                    ("state.configmap", self.state.configmap.is_some()),
+                    ("state.namespace", self.state.namespace.is_some()),
+                ] {
+                    if set {
+                        p.add(key, "is set but state.backend is \"file\"; set state.backend = \"configmap\" or remove it");
+                    }
+                }
+                StateBackend::File
+            }
+            "configmap" => {
+                if self.state.path.is_some() {
+                    p.add(
+                        "state.path",
+                        "is set but state.backend is \"configmap\"; remove it (the state is kept in state.configmap)",
+                    );
+                }
+                let name = self.state.configmap.clone().unwrap_or_default();
+                if !is_dns_subdomain(&name) {
+                    p.add(
+                        "state.configmap",
+                        format!("{name:?} is not a ConfigMap name (lowercase letters, digits, '-' and '.', at most 253); name the ConfigMap the manifest ships, e.g. \"cutover-auditor-state\""),
+                    );
+                }
+                let namespace = self.state.namespace.clone();
+                if let Some(ns) = &namespace
+                    && !is_dns_label(ns)
+                {
+                    p.add("state.namespace", format!("{ns:?} is not a namespace name"));
+                }
+                StateBackend::ConfigMap { name, namespace }
+            }
+            other => {
+                p.add(
+                    "state.backend",
+                    format!("{other:?} is not a state backend; use \"file\" or \"configmap\""),
+                );
+                StateBackend::File
+            }
+        };
         let state = StateConfig {
             path: match self.state.path.as_deref() {
+                // No file with the ConfigMap backend.
+                _ if backend != StateBackend::File => None,
                 None => Some(PathBuf::from("/var/lib/cutover-auditor/state.json")),
                 Some("") => None,
                 Some(path) => Some(PathBuf::from(path)),
@@ -547,6 +662,7 @@ impl RawConfig {
                 self.state.write_interval.as_deref(),
                 Duration::from_secs(60),
             ),
+            backend,
         };
 
         let level = self.log.level.unwrap_or_else(|| "info".into());
@@ -592,10 +708,103 @@ impl RawConfig {
             }
         });
 
+        let kube_api = match &targets {
+            Targets::Kubernetes(k) => Some(KubeApiConfig {
+                api_server: k.api_server.clone(),
+                token_file: k.token_file.clone(),
+                ca_file: k.ca_file.clone(),
+                server_name: k.server_name.clone(),
+            }),
+            Targets::Static(_) => in_cluster_api(env),
+        };
+        let leader_election = self
+            .leader_election
+            .filter(|le| le.enabled.unwrap_or(true))
+            .map(|le| {
+                let key = |k: &str| format!("leader_election.{k}");
+                let lease_duration = p.duration(
+                    &key("lease_duration"),
+                    le.lease_duration.as_deref(),
+                    Duration::from_secs(15),
+                );
+                let renew_deadline = p.duration(
+                    &key("renew_deadline"),
+                    le.renew_deadline.as_deref(),
+                    Duration::from_secs(10),
+                );
+                let retry_period = p.duration(
+                    &key("retry_period"),
+                    le.retry_period.as_deref(),
+                    Duration::from_secs(2),
+                );
+                if renew_deadline >= lease_duration {
+                    p.add(
+                        &key("renew_deadline"),
+                        format!(
+                            "must be shorter than leader_election.lease_duration ({}): a leader must stop before another may take over",
+                            humantime::format_duration(lease_duration)
+                        ),
+                    );
+                }
+                if retry_period >= renew_deadline {
+                    p.add(
+                        &key("retry_period"),
+                        format!(
+                            "must be shorter than leader_election.renew_deadline ({})",
+                            humantime::format_duration(renew_deadline)
+                        ),
+                    );
+                }
+                let lease_name = le.lease_name.unwrap_or_else(|| "cutover-auditor".into());
+                if !is_dns_subdomain(&lease_name) {
+                    p.add(&key("lease_name"), format!("{lease_name:?} is not a Lease name"));
+                }
+                if let Some(ns) = &le.namespace
+                    && !is_dns_label(ns)
+                {
+                    p.add(&key("namespace"), format!("{ns:?} is not a namespace name"));
+                }
+                let identity = le
+                    .identity
+                    .or_else(|| env("POD_NAME"))
+                    .or_else(|| env("HOSTNAME"))
+                    .unwrap_or_default();
+                if identity.trim().is_empty() || identity.len() > 253 {
+                    p.add(
+                        &key("identity"),
+                        "not set and neither POD_NAME nor HOSTNAME is in the environment; set it (1 to 253 characters) or pass POD_NAME from the downward API",
+                    );
+                }
+                if !matches!(state.backend, StateBackend::ConfigMap { .. }) {
+                    p.add(
+                        "leader_election",
+                        "needs the shared state: set state.backend = \"configmap\" (replicas do not share a state file)",
+                    );
+                }
+                LeaderElectionConfig {
+                    lease_name,
+                    namespace: le.namespace,
+                    lease_duration,
+                    renew_deadline,
+                    retry_period,
+                    identity,
+                }
+            });
+        let needs_api =
+            leader_election.is_some() || matches!(state.backend, StateBackend::ConfigMap { .. });
+        if needs_api && kube_api.is_none() {
+            p.add(
+                "state.backend",
+                "the configmap backend and leader election need the Kubernetes API: use [targets.kubernetes] discovery, or run in a cluster (KUBERNETES_SERVICE_HOST/KUBERNETES_SERVICE_PORT)",
+            );
+        }
+
         if !p.0.is_empty() {
             return Err(p.0);
         }
         Ok(Config {
+            leader_election,
+            kube_api,
             listen,
             scrape: ScrapeConfig {
                 interval,
@@ -725,6 +934,44 @@ impl RawTargets {
             }
         }
     }
+}
+
+/// The in-cluster API access (the kubelet's environment, the mounted
+/// service account), if `KUBERNETES_SERVICE_HOST`/`_PORT` are set.
+fn in_cluster_api(env: &dyn Fn(&str) -> Option<String>) -> Option<KubeApiConfig> {
+    let (host, port) = (
+        env("KUBERNETES_SERVICE_HOST")?,
+        env("KUBERNETES_SERVICE_PORT")?,
+    );
+    let text = if host.contains(':') {
+        format!("https://[{host}]:{port}")
+    } else {
+        format!("https://{host}:{port}")
+    };
+    Some(KubeApiConfig {
+        api_server: parse_url(&text, &["https"]).ok()?,
+        token_file: IN_CLUSTER_TOKEN.into(),
+        ca_file: IN_CLUSTER_CA.into(),
+        server_name: "kubernetes".into(),
+    })
+}
+
+/// A DNS-1123 subdomain (object names): lowercase alphanumerics, '-' and
+/// '.', starting and ending alphanumeric, at most 253 characters.
+fn is_dns_subdomain(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 253 && name.split('.').all(is_dns_label)
+}
+
+/// A DNS-1123 label (namespaces): lowercase alphanumerics and '-', starting
+/// and ending alphanumeric, at most 63 characters.
+fn is_dns_label(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
 }
 
 /// Stands in for a URL that did not validate: the config is rejected

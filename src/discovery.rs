@@ -239,10 +239,13 @@ impl Discovery {
     }
 }
 
-type Parsed = (String, Option<(String, SocketAddr)>, u16);
+pub(crate) type Parsed = (String, Option<(String, SocketAddr)>, u16);
 
 /// Where to connect for a validated `api_server` ([`crate::config::parse_url`]).
-fn parse_api_server(url: &reqwest::Url, server_name: &str) -> Result<Parsed, DiscoveryError> {
+pub(crate) fn parse_api_server(
+    url: &reqwest::Url,
+    server_name: &str,
+) -> Result<Parsed, DiscoveryError> {
     let bad = |why: &str| DiscoveryError::Config(format!("api_server {:?}: {why}", url.as_str()));
     let port = url.port().unwrap_or(443);
     let host = url.host_str().ok_or_else(|| bad("no host"))?;

@@ -20,6 +20,8 @@
 //!
 //! - [`config`]: the configuration file, validated once.
 //! - [`state`]: the state file, written atomically, moved aside when corrupt.
+//! - [`state_store`]: where the state is kept: the file, or a ConfigMap.
+//! - [`kubeapi`]: JSON requests to the Kubernetes API for the daemon's own objects.
 //! - [`status`]: the daemon's status as data, behind every surface.
 //! - [`metrics`]: every exported metric, registered in one place.
 //! - [`credentials`]: the bearer token file, re-read as the kubelet rotates it.
@@ -55,12 +57,14 @@ pub mod exposition;
 pub mod families;
 pub mod gofmt;
 pub mod inspect;
+pub mod kubeapi;
 pub mod ledger;
 pub mod metrics;
 pub mod scrape;
 pub mod server;
 pub mod simulator;
 pub mod state;
+pub mod state_store;
 pub mod status;
 pub mod status_page;
 pub mod telemetry;

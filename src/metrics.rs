@@ -24,11 +24,12 @@ use crate::verdict::{CutoverSpec, Reason, State, Verdict};
 use crate::window::IncreaseWindow;
 
 /// The tasks of the daemon: the values of `cutover_task_failures_total{task}`.
-pub const TASKS: [&str; 5] = [
+pub const TASKS: [&str; 6] = [
     "discovery",
     "scrape_supervisor",
     "evaluator",
     "state_writer",
+    "leader_election",
     "alertmanager_pusher",
 ];
 
@@ -61,8 +62,14 @@ pub struct Metrics {
     task_failures: IntCounterVec,
     state_write_errors: IntCounter,
     state_last_write_success: Gauge,
+    state_bytes: IntGauge,
+    state_conflicts: IntCounter,
+    leader: IntGauge,
+    lease_transitions: IntCounter,
     /// Why the last state write failed, while it is the last one.
     state_write_error: Mutex<Option<String>>,
+    /// Why a follower's last load of the shared state failed, while it is the last one.
+    state_load_error: Mutex<Option<String>>,
     /// The current targets: the only instances with per-instance series.
     current_targets: Mutex<BTreeSet<String>>,
 }
@@ -247,7 +254,24 @@ impl Metrics {
                 "cutover_state_last_write_success_timestamp_seconds",
                 "When the state file was last written successfully (Unix seconds; 0 if not yet)."
             ))?),
+            state_bytes: reg!(IntGauge::with_opts(opts(
+                "cutover_state_bytes",
+                "Encoded size of the last state written or refused (the ConfigMap backend refuses more than 921600 bytes)."
+            ))?),
+            state_conflicts: reg!(IntCounter::with_opts(opts(
+                "cutover_state_backend_conflicts_total",
+                "State ConfigMap writes refused with 409 Conflict (another writer changed it since it was read); the state is read again, never overwritten."
+            ))?),
+            leader: reg!(IntGauge::with_opts(opts(
+                "cutover_leader",
+                "1 if this replica leads (scrapes, writes the state, pushes alerts); always 1 without leader election."
+            ))?),
+            lease_transitions: reg!(IntCounter::with_opts(opts(
+                "cutover_lease_transitions_total",
+                "Times this replica became the leader or stopped being it."
+            ))?),
             state_write_error: Mutex::new(None),
+            state_load_error: Mutex::new(None),
             current_targets: Mutex::new(BTreeSet::new()),
             registry,
         };
@@ -447,6 +471,46 @@ impl Metrics {
             .state_write_error
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = error;
+    }
+
+    /// Records the encoded size of a state written (or refused as too large).
+    pub fn observe_state_bytes(&self, bytes: usize) {
+        self.state_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a state write refused by a conflict.
+    pub fn observe_state_conflict(&self) {
+        self.state_conflicts.inc();
+    }
+
+    /// Records that this replica became the leader (`true`) or stopped
+    /// being it, counting the transition.
+    pub fn observe_leadership(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+        self.lease_transitions.inc();
+    }
+
+    /// Sets `cutover_leader` without counting a transition (at start).
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
+    /// Records a follower's load of the shared state: successful (`None`),
+    /// or failed for `error` (shown by `/readyz`).
+    pub fn observe_state_load(&self, error: Option<String>) {
+        *self
+            .state_load_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = error;
+    }
+
+    /// Why the last load of the shared state failed, if it did.
+    pub fn state_load_error(&self) -> Option<String> {
+        self.state_load_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// Why the last state write failed, if it did.

@@ -558,6 +558,10 @@ fn readyz(admin: &Admin) -> Response<Full<Bytes>> {
         let why = format!("not ready: the last state write failed: {error}\n");
         return text(StatusCode::SERVICE_UNAVAILABLE, why);
     }
+    if let Some(error) = admin.metrics.state_load_error() {
+        let why = format!("not ready: the shared state cannot be loaded: {error}\n");
+        return text(StatusCode::SERVICE_UNAVAILABLE, why);
+    }
     let why = if admin.status.borrow().evaluated_at.is_none() {
         "not ready: first evaluation pending\n"
     } else {

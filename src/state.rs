@@ -162,6 +162,12 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
     serde_json::from_slice(bytes).map_err(|e| format!("malformed state: {e}"))
 }
 
+/// The bytes of a snapshot, as [`decode`] reads them (the one encoder of
+/// the file and the ConfigMap backends).
+pub fn encode(snapshot: &Snapshot) -> Result<Vec<u8>, String> {
+    serde_json::to_vec(snapshot).map_err(|e| format!("cannot encode the state: {e}"))
+}
+
 /// Writes the snapshot atomically: readers see the old file or the new one,
 /// never a mix, even if the machine stops mid-write.
 pub fn save(path: &Path, snapshot: &Snapshot) -> Result<(), StateError> {
@@ -171,7 +177,7 @@ pub fn save(path: &Path, snapshot: &Snapshot) -> Result<(), StateError> {
         path: path.to_owned(),
         source,
     };
-    let bytes = serde_json::to_vec(snapshot).map_err(|e| err(io::Error::other(e)))?;
+    let bytes = encode(snapshot).map_err(|e| err(io::Error::other(e)))?;
     let tmp = temp_path(path);
     let result = (|| {
         let mut file = OpenOptions::new()

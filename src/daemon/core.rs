@@ -58,6 +58,16 @@ impl Core {
         core
     }
 
+    /// Resumes the ledger and the trackers from `snapshot` (nothing: from
+    /// empty ones) read again from the shared state, keeping the targets
+    /// and their health (leader election: on becoming leader, and on a
+    /// follower).
+    pub(super) fn resume(&mut self, config: &Config, snapshot: Option<Snapshot>) {
+        let fresh = Core::start(config, snapshot);
+        self.ledger = fresh.ledger;
+        self.trackers = fresh.trackers;
+    }
+
     pub(super) fn set_targets(&mut self, targets: &[String], now: Timestamp, metrics: &Metrics) {
         // Instances of the ledger that are no target any more: ones that left
         // since the last list, and, after a resume from the state file, ones

@@ -8,11 +8,13 @@
 //! core and the disk.
 
 mod core;
+mod leader;
 mod run;
 mod supervise;
 mod targets;
 
 pub(crate) use self::core::Core;
+pub use self::leader::{Decision, Lease, LeaseSpec, decide, micro_time};
 pub use self::run::{
     DaemonError, Event, Faults, Options, PersistError, ResumeOutcome, Task, run, run_with_faults,
     run_with_resolver,

@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use super::core::Core;
+use super::leader::{self, Leadership};
 use super::supervise::supervise_scrapers;
 use super::targets::{Listed, Resolver, discover};
 use crate::alerting::Pusher;
@@ -26,6 +27,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::server::{self, Admin};
 use crate::state::{self, Loaded, Snapshot};
+use crate::state_store::{StateStore, StoreError};
 use crate::status::Status;
 use crate::time::Timestamp;
 use crate::verdict::{Assessment, Transition};
@@ -72,6 +74,9 @@ pub enum ResumeOutcome {
     Resumed,
     /// The file was unusable and moved aside; the daemon starts blind.
     MovedAside(PathBuf),
+    /// The state could not be read (the reason is logged; for the
+    /// ConfigMap: missing, forbidden, corrupt); the daemon starts blind.
+    Unusable(String),
 }
 
 /// Why the daemon could not run.
@@ -94,6 +99,9 @@ pub enum DaemonError {
     /// Discovery could not be set up.
     #[error("cannot set up discovery")]
     Discovery(#[from] crate::discovery::DiscoveryError),
+    /// The state store or the Lease client could not be set up.
+    #[error("cannot set up the state store or leader election")]
+    Store(#[from] StoreError),
     /// An essential task (discovery, the scrape supervisor, the evaluator)
     /// panicked or ended: the daemon drained and stopped, so that its
     /// supervisor (Kubernetes) restarts it.
@@ -116,6 +124,9 @@ pub enum PersistError {
     /// Writing the file failed (the source names the OS error).
     #[error(transparent)]
     State(#[from] state::StateError),
+    /// Writing the ConfigMap failed or was refused (conflict, size).
+    #[error(transparent)]
+    Store(StoreError),
     /// The blocking write task panicked or was cancelled (a bug).
     #[error("the state write task failed: {0}")]
     Join(String),
@@ -137,6 +148,8 @@ pub enum Task {
     StateWriter,
     /// Pushes alerts to Alertmanager (restarted with backoff).
     AlertmanagerPusher,
+    /// Acquires, renews or follows the Lease (essential).
+    LeaderElection,
 }
 
 impl Task {
@@ -148,6 +161,7 @@ impl Task {
             Task::Evaluator => "evaluator",
             Task::StateWriter => "state_writer",
             Task::AlertmanagerPusher => "alertmanager_pusher",
+            Task::LeaderElection => "leader_election",
         }
     }
 }
@@ -189,6 +203,9 @@ struct ReadyInputs {
     evaluated: bool,
     state_write_failed: bool,
     stopping: bool,
+    /// A follower whose last load of the shared state failed (or that has
+    /// not loaded it yet).
+    state_unsynced: bool,
 }
 
 impl Readiness {
@@ -203,14 +220,17 @@ impl Readiness {
     fn update(&self, change: impl FnOnce(&mut ReadyInputs)) {
         let mut inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
         change(&mut inputs);
-        let ready = inputs.evaluated && !inputs.state_write_failed && !inputs.stopping;
+        let ready = inputs.evaluated
+            && !inputs.state_write_failed
+            && !inputs.stopping
+            && !inputs.state_unsynced;
         self.flag.store(ready, Ordering::SeqCst);
     }
 }
 
 /// `err` and every source under it, joined by ": " (thiserror's `Display`
 /// shows only the outermost message; the OS error is in the sources).
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+pub(super) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
@@ -334,6 +354,7 @@ pub async fn run_with_faults(
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"))?);
     metrics.declare_cutovers(&config.cutovers);
+    metrics.set_leader(config.leader_election.is_none());
     let emit = move |event: Event| {
         if let Some(tx) = &events {
             // A caller that stopped listening does not stop the daemon.
@@ -351,10 +372,25 @@ pub async fn run_with_faults(
             })?,
     };
 
-    let (snapshot, resume) = load_state(&config, clock.now());
+    let store = StateStore::from_config(&config)?;
+    let lease = match &config.leader_election {
+        Some(le) => Some((
+            crate::state_store::kube_client(&config).map_err(StoreError::Client)?,
+            le.clone(),
+            crate::state_store::namespace(le.namespace.as_deref())?,
+        )),
+        None => None,
+    };
+    let leadership = Arc::new(match lease {
+        Some(_) => Leadership::elected(clock.clone()),
+        None => Leadership::always(clock.clone()),
+    });
+    let (snapshot, resume) = load_state(&store, clock.now()).await;
     let core = Core::start(&config, snapshot);
     let ready = Arc::new(AtomicBool::new(false));
     let shared = Arc::new(Shared {
+        store,
+        leader: Arc::clone(&leadership),
         core: Mutex::new(core),
         metrics: Arc::clone(&metrics),
         config: Arc::clone(&config),
@@ -407,6 +443,7 @@ pub async fn run_with_faults(
         // Its own task: a slow or absent Alertmanager never delays scraping.
         let mut first = Some(first);
         let (config, clock, metrics) = (Arc::clone(&config), clock.clone(), Arc::clone(&metrics));
+        let leader = Arc::clone(&leadership);
         let status = status_tx.subscribe();
         let faults = faults.clone();
         let make = move || {
@@ -424,9 +461,34 @@ pub async fn run_with_faults(
                 }
             };
             let (status, faults) = (status.clone(), faults.clone());
+            let (leader, config, clock, metrics) = (
+                Arc::clone(&leader),
+                Arc::clone(&config),
+                clock.clone(),
+                Arc::clone(&metrics),
+            );
             Some(async move {
                 faults.trip(Task::AlertmanagerPusher);
-                pusher.run(status).await;
+                // Only the leader pushes: a pusher per term of leadership.
+                let mut pusher = Some(pusher);
+                loop {
+                    leader.wait_leader().await;
+                    let term = match pusher.take() {
+                        Some(p) => p,
+                        None => match config
+                            .alertmanager
+                            .as_ref()
+                            .map(|am| Pusher::new(am, clock.clone(), Arc::clone(&metrics)))
+                        {
+                            Some(Ok(p)) => p,
+                            _ => return,
+                        },
+                    };
+                    tokio::select! {
+                        () = term.run(status.clone()) => return,
+                        () = leader.wait_lost() => {}
+                    }
+                }
             })
         };
         let pushing = restarting(
@@ -445,6 +507,16 @@ pub async fn run_with_faults(
         }
     };
     names.insert(background.spawn(discovering).id(), Task::Discovery);
+    if let Some((client, le, namespace)) = lease {
+        // Not ready until the shared state is loaded (follower) or read
+        // again (leader); the start's read does not count.
+        shared
+            .metrics
+            .observe_state_load(Some("not loaded yet".to_owned()));
+        shared.readiness.update(|r| r.state_unsynced = true);
+        let electing = leader::run(Arc::clone(&shared), client, le, namespace);
+        names.insert(background.spawn(electing).id(), Task::LeaderElection);
+    }
     let mut scraping = JoinSet::new();
     let supervisor = supervise_scrapers(Arc::clone(&shared), targets_rx, stop_rx.clone());
     let faults_ = faults.clone();
@@ -475,10 +547,10 @@ pub async fn run_with_faults(
     };
     names.insert(background.spawn(evaluator).id(), Task::Evaluator);
     let mut persisting = JoinSet::new();
-    if let Some(path) = config.state.path.clone() {
+    if !matches!(shared.store, StateStore::Disabled) {
         let (writer, stop, faults) = (Arc::clone(&shared), stop_rx.clone(), faults.clone());
         let make = move || {
-            let (shared, path, mut stop) = (Arc::clone(&writer), path.clone(), stop.clone());
+            let (shared, mut stop) = (Arc::clone(&writer), stop.clone());
             let faults = faults.clone();
             Some(async move {
                 loop {
@@ -488,7 +560,7 @@ pub async fn run_with_faults(
                         // not land after the final one. A failure is logged,
                         // counted and turns readiness off (in `persist`).
                         () = shared.clock.sleep(shared.config.state.write_interval) => {
-                            let _ = shared.persist(&path).await;
+                            let _ = shared.persist().await;
                         }
                         () = stopped(&mut stop) => break,
                     }
@@ -560,10 +632,7 @@ pub async fn run_with_faults(
         background.shutdown().await;
         let status = shared.evaluate(&emit);
         let _ = status_tx.send(status);
-        match &config.state.path {
-            Some(path) => shared.persist(path).await,
-            None => Ok(()),
-        }
+        shared.persist().await
     };
     let final_write = match tokio::time::timeout(DRAIN_GRACE, drain).await {
         Ok(written) => written,
@@ -587,35 +656,41 @@ pub async fn run_with_faults(
     Ok(())
 }
 
-/// Reads the state file, if persistence is enabled: the snapshot to resume
-/// from, if any, and how the file was found. Every outcome is logged here.
-fn load_state(config: &Config, now: Timestamp) -> (Option<Snapshot>, ResumeOutcome) {
-    let Some(path) = &config.state.path else {
+/// Reads the state, if persistence is enabled: the snapshot to resume
+/// from, if any, and how it was found. Every outcome is logged here.
+async fn load_state(store: &StateStore, now: Timestamp) -> (Option<Snapshot>, ResumeOutcome) {
+    if matches!(store, StateStore::Disabled) {
         return (None, ResumeOutcome::Disabled);
-    };
-    match state::load(path, now) {
+    }
+    let store_name = store.describe();
+    match store.load(now).await {
         Ok(Loaded::Missing) => {
-            info!(path = %path.display(), "no state file yet: starting blind");
+            info!(store = %store_name, "no state yet: starting blind");
             (None, ResumeOutcome::Fresh)
         }
         Ok(Loaded::Resumed(snapshot)) => {
-            info!(path = %path.display(), saved_at = %snapshot.saved_at, instances = snapshot.ledger.instances().count(),
+            info!(store = %store_name, saved_at = %snapshot.saved_at, instances = snapshot.ledger.instances().count(),
                   "resumed the ledger; continuity is checked on each instance's next scrape");
             if snapshot.saved_at > now {
-                warn!(path = %path.display(), saved_at = %snapshot.saved_at, %now,
+                warn!(store = %store_name, saved_at = %snapshot.saved_at, %now,
                       skew_seconds = snapshot.saved_at.since(now).as_secs_f64(),
-                      "the state file was written ahead of this clock (the clock stepped back); samples are ordered after the saved ones until the clock catches up");
+                      "the state was written ahead of this clock (the clock stepped back); samples are ordered after the saved ones until the clock catches up");
             }
             (Some(*snapshot), ResumeOutcome::Resumed)
         }
         Ok(Loaded::Corrupt { moved_to, reason }) => {
-            warn!(path = %path.display(), moved_to = %moved_to.display(), %reason,
+            warn!(store = %store_name, moved_to = %moved_to.display(), %reason,
                   "state file unusable: moved aside, starting blind");
             (None, ResumeOutcome::MovedAside(moved_to))
         }
-        Err(e) => {
+        Err(e @ StoreError::File(_)) => {
             error!(error = %chain(&e), "state file unusable and not moved aside: starting blind");
             (None, ResumeOutcome::Fresh)
+        }
+        Err(e) => {
+            let reason = chain(&e);
+            error!(store = %store_name, error = %reason, "state unusable: starting blind");
+            (None, ResumeOutcome::Unusable(reason))
         }
     }
 }
@@ -628,6 +703,10 @@ pub(super) async fn stopped(stop: &mut watch::Receiver<bool>) {
 /// What the tasks share.
 pub(super) struct Shared {
     pub(super) core: Mutex<Core>,
+    /// Where the state is kept.
+    pub(super) store: StateStore,
+    /// Whether this replica leads (always, without leader election).
+    pub(super) leader: Arc<Leadership>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) config: Arc<Config>,
     pub(super) clock: Clock,
@@ -660,34 +739,81 @@ impl Shared {
         status
     }
 
-    /// Writes the state file. A failure is logged with its reason (the OS
-    /// error), counted, and turns readiness off until a write succeeds.
-    async fn persist(&self, path: &std::path::Path) -> Result<(), PersistError> {
+    /// Writes the state, if this replica leads (checked immediately before
+    /// the write; the ConfigMap write is also fenced by its
+    /// resourceVersion). A failure is logged with its reason (the OS error,
+    /// the API's answer), counted, and turns readiness off until a write
+    /// succeeds. A conflict (another writer) is counted, and the state is
+    /// read again at once instead of being overwritten.
+    pub(super) async fn persist(&self) -> Result<(), PersistError> {
+        if !self.leader.is_leader() {
+            return Ok(());
+        }
         let snapshot = self.lock().snapshot(self.clock.now());
-        let owned = path.to_owned();
-        let result = match tokio::task::spawn_blocking(move || state::save(&owned, &snapshot)).await
-        {
-            Ok(saved) => saved.map_err(PersistError::from),
-            Err(e) => Err(PersistError::Join(e.to_string())),
-        };
-        match &result {
-            Ok(()) => {
+        if !self.leader.is_leader() {
+            return Ok(());
+        }
+        let store = self.store.describe();
+        let result = self.store.save(snapshot).await;
+        match result {
+            Ok(bytes) => {
                 if self.metrics.state_write_error().is_some() {
-                    info!(path = %path.display(), "state written again after failed writes");
+                    info!(store = %store, "state written again after failed writes");
                 }
+                self.metrics.observe_state_bytes(bytes);
                 self.metrics.observe_state_write(self.clock.now(), None);
                 self.readiness.update(|r| r.state_write_failed = false);
+                Ok(())
             }
             Err(e) => {
-                let reason = chain(e);
-                error!(path = %path.display(), error = %reason,
+                let reason = chain(&e);
+                if let StoreError::TooLarge { bytes, .. } = &e {
+                    self.metrics.observe_state_bytes(*bytes);
+                }
+                error!(store = %store, error = %reason,
                        "state not saved; evidence since the last save would be lost on restart; not ready until a write succeeds");
                 self.metrics
                     .observe_state_write(self.clock.now(), Some(reason));
                 self.readiness.update(|r| r.state_write_failed = true);
+                if matches!(e, StoreError::Conflict { .. } | StoreError::NotRead { .. }) {
+                    if matches!(e, StoreError::Conflict { .. }) {
+                        self.metrics.observe_state_conflict();
+                    }
+                    if let Err(again) = self.reload().await {
+                        error!(store = %store, error = %chain(&again), "cannot read the state again after a conflict");
+                    }
+                }
+                Err(match e {
+                    StoreError::File(e) => PersistError::State(e),
+                    e => PersistError::Store(e),
+                })
             }
         }
-        result
+    }
+
+    /// Reads the shared state again and resumes the core from it (the
+    /// targets and their health stay): on becoming leader, after a
+    /// conflict, and periodically on a follower. Corrupt content resumes
+    /// from nothing (the next write replaces it).
+    pub(super) async fn reload(&self) -> Result<(), StoreError> {
+        let loaded = self.store.load(self.clock.now()).await;
+        let snapshot = match loaded {
+            Ok(Loaded::Resumed(snapshot)) => Some(*snapshot),
+            Ok(Loaded::Missing | Loaded::Corrupt { .. }) => None,
+            Err(e @ StoreError::Corrupt { .. }) => {
+                warn!(error = %chain(&e), "the shared state is unusable: resuming blind");
+                None
+            }
+            Err(e) => {
+                self.metrics.observe_state_load(Some(chain(&e)));
+                self.readiness.update(|r| r.state_unsynced = true);
+                return Err(e);
+            }
+        };
+        self.lock().resume(&self.config, snapshot);
+        self.metrics.observe_state_load(None);
+        self.readiness.update(|r| r.state_unsynced = false);
+        Ok(())
     }
 }
 

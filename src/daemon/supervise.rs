@@ -98,6 +98,11 @@ async fn scrape_loop(shared: Arc<Shared>, target: Listed, watch: Watch) {
     let phase = Duration::from_millis(hasher.finish() % interval.as_millis().max(1) as u64);
     let mut first = true;
     loop {
+        if !shared.leader.is_leader() {
+            // A follower does not scrape (leader election, docs/ha.md).
+            shared.leader.wait_leader().await;
+            continue;
+        }
         let started = shared.clock.now();
         let begun = Instant::now();
         let result = match &scraper {

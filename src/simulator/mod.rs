@@ -16,6 +16,7 @@
 // Shell items (I/O allowed, see clippy.toml) carry their own allow: a
 // module-wide one here would also exempt the pure `world`, `page` and
 // `scenario` below.
+pub mod objects;
 pub mod page;
 pub mod scenario;
 mod server;
@@ -190,6 +191,7 @@ impl Simulation {
             tls: tls_configs,
             vip_cursor: AtomicUsize::new(0),
             shutdown: shutdown_rx,
+            objects: objects::Objects::seeded(),
         });
         drop(shared.world_now());
         let mut tasks = Vec::new();
@@ -247,6 +249,12 @@ impl Simulation {
     /// A token that authenticates but has no `/metrics` permission (403).
     pub fn forbidden_token_path(&self) -> &Path {
         &self.forbidden_token_path
+    }
+
+    /// The simulated apiserver's ConfigMaps and Leases (namespace
+    /// [`objects::NAMESPACE`]).
+    pub fn objects(&self) -> &objects::Objects {
+        &self.shared.objects
     }
 
     /// The clock the simulation runs on.

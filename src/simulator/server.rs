@@ -55,6 +55,8 @@ pub(crate) struct Shared {
     pub(crate) tls: Vec<Arc<ServerConfig>>,
     pub(crate) vip_cursor: AtomicUsize,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// ConfigMaps and Leases of one namespace (`objects.rs`).
+    pub(crate) objects: super::objects::Objects,
 }
 
 /// The accepted bearer tokens: the token file's current content, replaced
@@ -321,6 +323,17 @@ async fn handle(shared: &Shared, i: usize, req: Request<Incoming>) -> Response<R
         .check(bearer);
     let path = req.uri().path();
     let public = matches!(path, "/version" | "/healthz" | "/livez" | "/readyz");
+    if let Some(route) = super::objects::route(req.method(), path) {
+        return match presented {
+            Presented::Accepted(_) => objects_response(shared, &route, req).await,
+            Presented::Forbidden(_) => status(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "forbidden: User \"system:serviceaccount:monitoring:no-metrics\" cannot access this object",
+            ),
+            _ => status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized"),
+        };
+    }
     let mut world = shared.world_now();
     let forbidden = match presented {
         Presented::Invalid => {
@@ -416,6 +429,25 @@ async fn handle(shared: &Shared, i: usize, req: Request<Incoming>) -> Response<R
             "the server could not find the requested resource",
         ),
     }
+}
+
+/// Answers a request for a ConfigMap or a Lease (`objects.rs`); the body
+/// is read up to 3 MiB.
+async fn objects_response(
+    shared: &Shared,
+    route: &super::objects::Route,
+    req: Request<Incoming>,
+) -> Response<ResBody> {
+    let body = http_body_util::Limited::new(req.into_body(), 3 << 20)
+        .collect()
+        .await
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b.to_bytes()).ok())
+        .filter(serde_json::Value::is_object);
+    let (code, value) = shared.objects.handle(route, body);
+    let mut res = json(&value);
+    *res.status_mut() = code;
+    res
 }
 
 /// The EndpointSlices of Service `default/kubernetes` for these addresses:

@@ -21,6 +21,7 @@ mod evidence;
 mod exposition;
 mod fault_matrix;
 mod fuzz_regressions;
+mod ha;
 mod inspect;
 mod ledger_props;
 mod metrics_contract;

@@ -31,6 +31,8 @@ const GOLDEN: &[(&str, &[&str])] = &[
     ("cutover_coverage_holes_total", &["instance"]),
     ("cutover_last_evaluation_timestamp_seconds", &[]),
     ("cutover_last_use_timestamp_seconds", &["cutover"]),
+    ("cutover_leader", &[]),
+    ("cutover_lease_transitions_total", &[]),
     ("cutover_ready", &["cutover"]),
     ("cutover_ready_in_seconds", &["cutover"]),
     ("cutover_reason", &["cutover", "reason"]),
@@ -39,6 +41,8 @@ const GOLDEN: &[(&str, &[&str])] = &[
     ("cutover_scrape_errors_total", &["instance", "reason"]),
     ("cutover_scrape_success", &["instance"]),
     ("cutover_state", &["cutover", "state"]),
+    ("cutover_state_backend_conflicts_total", &[]),
+    ("cutover_state_bytes", &[]),
     ("cutover_state_last_write_success_timestamp_seconds", &[]),
     ("cutover_state_since_timestamp_seconds", &["cutover"]),
     ("cutover_state_write_errors_total", &[]),
@@ -111,6 +115,7 @@ fn allowed(metric: &str, label: &str, value: &str) -> bool {
             "scrape_supervisor",
             "evaluator",
             "state_writer",
+            "leader_election",
             "alertmanager_pusher",
         ]),
         _ => false,
@@ -388,7 +393,7 @@ fn label_values_are_bounded() {
         count("cutover_scrape_errors_total"),
         ScrapeErrorKind::ALL.len()
     );
-    assert_eq!(count("cutover_task_failures_total"), 5);
+    assert_eq!(count("cutover_task_failures_total"), 6);
 }
 
 #[test]
