@@ -119,6 +119,13 @@ pub enum PersistError {
     /// The blocking write task panicked or was cancelled (a bug).
     #[error("the state write task failed: {0}")]
     Join(String),
+    /// The drain ran over its grace period before the final write was done
+    /// (a write hanging on the disk, a scrape or a task not stopping).
+    #[error("the shutdown ran over its {grace:?} grace period before the state was written")]
+    GraceExceeded {
+        /// The grace period.
+        grace: Duration,
+    },
 }
 
 /// A task of the daemon, by the name its failures are counted under in
@@ -316,7 +323,8 @@ pub async fn run_with_resolver(
 /// The state writer and the Alertmanager pusher are restarted with a
 /// backoff; discovery, the scrape supervisor and the evaluator are
 /// essential: readiness turns false, the daemon drains as on a signal and
-/// returns [`DaemonError::TaskFailed`]. A failed final state write returns
+/// returns [`DaemonError::TaskFailed`]. A failed final state write, or a
+/// drain that runs over its grace period, returns
 /// [`DaemonError::FinalStateWrite`].
 #[doc(hidden)]
 pub async fn run_with_faults(
@@ -568,11 +576,11 @@ pub async fn run_with_faults(
     let final_write = match tokio::time::timeout(DRAIN_GRACE, drain).await {
         Ok(written) => written,
         Err(_) => {
-            warn!(grace = ?DRAIN_GRACE, "shutdown grace period exceeded; exiting without the final state write");
+            error!(grace = ?DRAIN_GRACE, "shutdown grace period exceeded; exiting non-zero without the final state write");
             scraping.shutdown().await;
             persisting.shutdown().await;
             background.shutdown().await;
-            Ok(())
+            Err(PersistError::GraceExceeded { grace: DRAIN_GRACE })
         }
     };
     let _ = stop_server_tx.send(true);

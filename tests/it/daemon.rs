@@ -984,3 +984,44 @@ async fn a_failed_state_write_is_counted_turns_readiness_off_and_fails_the_final
     );
     sim.shutdown().await;
 }
+
+/// A drain that runs over its grace period (here the state write hangs: its
+/// temporary file is a FIFO nobody reads) exits non-zero, as a failed final
+/// write does (exit 74), instead of 0 without the write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_over_its_grace_period_fails_as_a_lost_final_write() {
+    let dir = test_dir("daemon-drain-grace");
+    let (sim, clock, _) = start_world(STATIC_WORLD, &dir).await;
+    let state = dir.join("state.json");
+    let fifo = dir.join("state.json.tmp");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    let mut config = config_for(&sim, &state, "30s", "20s", SHORT_WINDOWS);
+    config.state.write_interval = Duration::from_secs(24 * 3600);
+    let daemon = Faulty::start(config, clock, Faults::default()).await;
+    daemon.wait_for("ready", async |d| d.ready().await).await;
+    let begun = std::time::Instant::now();
+    let result = daemon.stop().await;
+    let Err(err @ DaemonError::FinalStateWrite(daemon::PersistError::GraceExceeded { .. })) =
+        &result
+    else {
+        panic!("run returned {result:?}");
+    };
+    assert!(
+        begun.elapsed() >= Duration::from_secs(9),
+        "{:?}",
+        begun.elapsed()
+    );
+    let text = error_chain(err);
+    assert!(
+        text.contains("final state write failed") && text.contains("grace period"),
+        "{text}"
+    );
+    // Unblock the write left hanging, so that nothing outlives the test.
+    let reader = std::thread::spawn(move || std::fs::read(&fifo).map(|b| b.len()));
+    let _ = reader.join();
+    sim.shutdown().await;
+}
