@@ -1025,3 +1025,61 @@ async fn a_drain_over_its_grace_period_fails_as_a_lost_final_write() {
     let _ = reader.join();
     sim.shutdown().await;
 }
+
+/// Discovery answered 403 (a token without RBAC for EndpointSlices): each
+/// failure is counted by reason in `cutover_discovery_errors_total{reason}`,
+/// `cutover_discovery_last_success_timestamp_seconds` stays 0; once the
+/// token works, the timestamp is set and the count stops growing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_failures_are_counted_by_reason_and_success_is_timestamped() {
+    let dir = test_dir("daemon-discovery-metrics");
+    let (sim, clock, _) = start_world(STATIC_WORLD, &dir).await;
+    let token = dir.join("discovery-token");
+    // The simulator's token that authenticates but has no RBAC grant.
+    let sim_dir = sim.token_path().parent().unwrap().to_owned();
+    std::fs::copy(sim_dir.join("forbidden-token"), &token).unwrap();
+    let mut config = config_for(&sim, &dir.join("state.json"), "30s", "20s", SHORT_WINDOWS);
+    match &mut config.targets {
+        Targets::Kubernetes(k) => k.token_file = token.clone(),
+        Targets::Static(_) => panic!("config_for discovers"),
+    }
+    let daemon = Faulty::start(config, clock, Faults::default()).await;
+    let forbidden = r#"cutover_discovery_errors_total{reason="http_403"}"#;
+    let success = "cutover_discovery_last_success_timestamp_seconds";
+    daemon
+        .wait_for("two 403s counted", async |d| {
+            d.metric(forbidden).await.is_some_and(|n| n >= 2.0)
+        })
+        .await;
+    assert_eq!(daemon.metric(success).await, Some(0.0));
+    for other in ["connect", "http_401", "http_other", "timeout", "decode"] {
+        let series = format!("cutover_discovery_errors_total{{reason=\"{other}\"}}");
+        assert_eq!(daemon.metric(&series).await, Some(0.0), "{series}");
+    }
+
+    // The token works again (rotated in as the kubelet does).
+    let good = std::fs::read_to_string(sim.token_path()).unwrap();
+    let tmp = dir.join("discovery-token.tmp");
+    std::fs::write(&tmp, good).unwrap();
+    std::fs::rename(&tmp, &token).unwrap();
+    daemon
+        .wait_for("a successful discovery timestamped", async |d| {
+            d.metric(success).await.is_some_and(|t| t > 1.0e9)
+        })
+        .await;
+    let failures = daemon.metric(forbidden).await.unwrap();
+    daemon
+        .wait_for("targets discovered", async |d| {
+            d.get("/api/v1/status")
+                .await
+                .is_some_and(|(_, body)| body.contains("\"targets\":[{"))
+        })
+        .await;
+    assert_eq!(
+        daemon.metric(forbidden).await,
+        Some(failures),
+        "no new failure"
+    );
+    daemon.stop().await.expect("a clean stop");
+    sim.shutdown().await;
+}

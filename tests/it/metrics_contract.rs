@@ -42,6 +42,8 @@ const GOLDEN: &[(&str, &[&str])] = &[
     ("cutover_state_last_write_success_timestamp_seconds", &[]),
     ("cutover_state_since_timestamp_seconds", &["cutover"]),
     ("cutover_state_write_errors_total", &[]),
+    ("cutover_discovery_errors_total", &["reason"]),
+    ("cutover_discovery_last_success_timestamp_seconds", &[]),
     ("cutover_targets", &[]),
     ("cutover_task_failures_total", &["task"]),
     ("cutover_token_uses_increase", &["kind", "window"]),
@@ -80,6 +82,9 @@ fn allowed(metric: &str, label: &str, value: &str) -> bool {
             "unattributed_uses",
             "quiet_for_window",
         ]),
+        ("cutover_discovery_errors_total", "reason") => {
+            one_of(&cutover_auditor::metrics::DISCOVERY_ERROR_REASONS)
+        }
         ("cutover_scrape_errors_total", "reason") => one_of(&[
             "connect",
             "timeout",
