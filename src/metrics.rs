@@ -39,12 +39,13 @@ pub const DISCOVERY_ERROR_REASONS: [&str; 10] = [
 ];
 
 /// The tasks of the daemon: the values of `cutover_task_failures_total{task}`.
-pub const TASKS: [&str; 5] = [
+pub const TASKS: [&str; 6] = [
     "discovery",
     "scrape_supervisor",
     "evaluator",
     "state_writer",
     "alertmanager_pusher",
+    "admin_server",
 ];
 
 /// The auditor's metrics.

@@ -144,6 +144,9 @@ pub enum Task {
     StateWriter,
     /// Pushes alerts to Alertmanager (restarted with backoff).
     AlertmanagerPusher,
+    /// Serves `/metrics`, the probes and the status (restarted with backoff,
+    /// on the address it was listening on).
+    AdminServer,
 }
 
 impl Task {
@@ -155,6 +158,7 @@ impl Task {
             Task::Evaluator => "evaluator",
             Task::StateWriter => "state_writer",
             Task::AlertmanagerPusher => "alertmanager_pusher",
+            Task::AdminServer => "admin_server",
         }
     }
 }
@@ -388,7 +392,7 @@ pub async fn run_with_faults(
         version: env!("CARGO_PKG_VERSION").to_owned(),
         ..Status::default()
     });
-    let (stop_server_tx, mut stop_server_rx) = watch::channel(false);
+    let (stop_server_tx, stop_server_rx) = watch::channel(false);
     let admin = Admin {
         metrics: Arc::clone(&metrics),
         status: status_rx,
@@ -396,14 +400,42 @@ pub async fn run_with_faults(
         clock: clock.clone(),
     };
     let mut server = JoinSet::new();
-    server.spawn(async move {
-        let stop = async move {
-            let _ = stop_server_rx.wait_for(|stop| *stop).await;
+    {
+        // Restarted like the state writer: an admin server that fails (an
+        // accept error, a panic) is logged, counted in
+        // `cutover_task_failures_total{task="admin_server"}` and started
+        // again on the address it listened on, so the probes come back.
+        let listen_addr = listener.local_addr().unwrap_or(config.listen);
+        let mut first = Some(listener);
+        let (faults, stop) = (faults.clone(), stop_server_rx.clone());
+        let make = move || {
+            let (admin, faults, first) = (admin.clone(), faults.clone(), first.take());
+            let mut stop = stop.clone();
+            Some(async move {
+                faults.trip(Task::AdminServer);
+                let listener = match first {
+                    Some(listener) => listener,
+                    None => match TcpListener::bind(listen_addr).await {
+                        Ok(listener) => listener,
+                        Err(e) => {
+                            error!(addr = %listen_addr, error = %e, "cannot listen again for the admin server");
+                            return;
+                        }
+                    },
+                };
+                let stopping = async move { stopped(&mut stop).await };
+                if let Err(e) = server::serve(listener, admin, stopping).await {
+                    error!(error = %chain(&e), "admin server failed");
+                }
+            })
         };
-        if let Err(e) = server::serve(listener, admin, stop).await {
-            error!(error = %chain(&e), "admin server failed");
-        }
-    });
+        server.spawn(restarting(
+            Task::AdminServer,
+            Arc::clone(&shared),
+            stop_server_rx,
+            make,
+        ));
+    }
 
     // Tasks that must finish what they are doing rather than be aborted
     // (a scrape task left behind, a state write cut short) stop on this.

@@ -1083,3 +1083,39 @@ async fn discovery_failures_are_counted_by_reason_and_success_is_timestamped() {
     daemon.stop().await.expect("a clean stop");
     sim.shutdown().await;
 }
+
+/// An admin server that fails after the start is not only logged: it is
+/// counted in `cutover_task_failures_total{task="admin_server"}` and started
+/// again on its address, so `/healthz`, `/readyz` and `/metrics` come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_server_that_fails_is_counted_and_restarted_on_its_address() {
+    let dir = test_dir("daemon-admin-panic");
+    let (sim, clock, _) = start_world(STATIC_WORLD, &dir).await;
+    let config = config_for(&sim, &dir.join("state.json"), "30s", "20s", SHORT_WINDOWS);
+    let faults = Faults::default();
+    faults.panic_next(Task::AdminServer);
+    let daemon = Faulty::start(config, clock, faults).await;
+    let failures = r#"cutover_task_failures_total{task="admin_server"}"#;
+    daemon
+        .wait_for(
+            "the restarted admin server counting its failure",
+            async |d| d.metric(failures).await == Some(1.0),
+        )
+        .await;
+    assert_eq!(
+        daemon.get("/healthz").await.map(|(code, _)| code),
+        Some(200)
+    );
+    daemon.wait_for("ready", async |d| d.ready().await).await;
+    for other in [
+        "discovery",
+        "scrape_supervisor",
+        "evaluator",
+        "state_writer",
+    ] {
+        let series = format!("cutover_task_failures_total{{task=\"{other}\"}}");
+        assert_eq!(daemon.metric(&series).await, Some(0.0), "{series}");
+    }
+    daemon.stop().await.expect("a clean stop");
+    sim.shutdown().await;
+}
