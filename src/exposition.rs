@@ -170,7 +170,9 @@ pub enum ExpositionError {
         line: u64,
         /// The watched family the line belongs to.
         family: String,
-        /// What is wrong, with the offending text (shortened).
+        /// What is wrong, with the offending text whole (bounded by
+        /// [`MAX_WATCHED_LINE`]): a caller that knows a credential redacts
+        /// it before shortening the text.
         problem: String,
     },
     /// A line of a watched family is longer than [`MAX_WATCHED_LINE`].
@@ -915,10 +917,10 @@ fn same_series(a: &Sample, b: &Sample) -> bool {
     a.name == b.name && a.labels.len() == b.labels.len() && sorted_labels(a) == sorted_labels(b)
 }
 
-/// `name{k="v",…}` as on the page (escapes restored), shortened: errors end
-/// up in logs.
+/// `name{k="v",…}` as on the page (escapes restored), whole: the caller
+/// redacts any credential the text may carry before it shortens it (a
+/// watched line is at most [`MAX_WATCHED_LINE`] bytes, so this is bounded).
 fn show_series(sample: &Sample) -> String {
-    const MAX: usize = 120;
     let mut out = sample.name.clone();
     if !sample.labels.is_empty() {
         out.push('{');
@@ -933,9 +935,6 @@ fn show_series(sample: &Sample) -> String {
             out.push_str(&format!("{k}=\"{v}\""));
         }
         out.push('}');
-    }
-    if out.chars().count() > MAX {
-        out = out.chars().take(MAX).collect::<String>() + "…";
     }
     out
 }
@@ -1032,16 +1031,12 @@ fn trim_end(p: &[u8]) -> &[u8] {
     &p[..end]
 }
 
-/// Shows page text in an error, shortened: errors end up in logs.
+/// Shows page text in an error, quoted and whole: a server can echo a
+/// credential into its page, so the text is never cut here, where no
+/// credential is known; the caller redacts it, then shortens it (a watched
+/// line is at most [`MAX_WATCHED_LINE`] bytes, so this is bounded).
 fn show(bytes: &[u8]) -> String {
-    const MAX: usize = 60;
-    let text = String::from_utf8_lossy(bytes);
-    if text.chars().count() <= MAX {
-        format!("{text:?}")
-    } else {
-        let short: String = text.chars().take(MAX).collect();
-        format!("{short:?}…")
-    }
+    format!("{:?}", String::from_utf8_lossy(bytes))
 }
 
 /// Parses one sample line (trimmed, no newline): name, optional labels,

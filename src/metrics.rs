@@ -23,14 +23,30 @@ use crate::time::Timestamp;
 use crate::verdict::{CutoverSpec, Reason, State, Verdict};
 use crate::window::IncreaseWindow;
 
+/// The values of `cutover_discovery_errors_total{reason}`: the kinds of
+/// `DiscoveryError::metric_label`, and `other`.
+pub const DISCOVERY_ERROR_REASONS: [&str; 10] = [
+    "config",
+    "token_unreadable",
+    "connect",
+    "tls",
+    "timeout",
+    "http_401",
+    "http_403",
+    "http_other",
+    "decode",
+    "other",
+];
+
 /// The tasks of the daemon: the values of `cutover_task_failures_total{task}`.
-pub const TASKS: [&str; 6] = [
+pub const TASKS: [&str; 7] = [
     "discovery",
     "scrape_supervisor",
     "evaluator",
     "state_writer",
     "leader_election",
     "alertmanager_pusher",
+    "admin_server",
 ];
 
 /// The auditor's metrics.
@@ -60,6 +76,8 @@ pub struct Metrics {
     clock_steps_back: IntCounter,
     admin_evictions: IntCounter,
     task_failures: IntCounterVec,
+    discovery_errors: IntCounterVec,
+    discovery_last_success: Gauge,
     state_write_errors: IntCounter,
     state_last_write_success: Gauge,
     state_bytes: IntGauge,
@@ -246,6 +264,17 @@ impl Metrics {
                 ),
                 &["task"]
             )?),
+            discovery_errors: reg!(IntCounterVec::new(
+                opts(
+                    "cutover_discovery_errors_total",
+                    "Failed discoveries of the apiserver instances, by reason; the last known instances are kept."
+                ),
+                &["reason"]
+            )?),
+            discovery_last_success: reg!(Gauge::with_opts(opts(
+                "cutover_discovery_last_success_timestamp_seconds",
+                "When the target list was last obtained (Unix seconds; 0 if not yet)."
+            ))?),
             state_write_errors: reg!(IntCounter::with_opts(opts(
                 "cutover_state_write_errors_total",
                 "Failed writes of the state file (the reason is logged); /readyz answers 503 until a write succeeds."
@@ -289,6 +318,9 @@ impl Metrics {
         }
         for task in TASKS {
             m.task_failures.with_label_values(&[task]);
+        }
+        for reason in DISCOVERY_ERROR_REASONS {
+            m.discovery_errors.with_label_values(&[reason]);
         }
         Ok(m)
     }
@@ -458,6 +490,22 @@ impl Metrics {
         if TASKS.contains(&task) {
             self.task_failures.with_label_values(&[task]).inc();
         }
+    }
+
+    /// Records a successful discovery (or static target refresh) at `at`.
+    pub fn observe_discovery_success(&self, at: Timestamp) {
+        self.discovery_last_success.set(at.as_secs_f64());
+    }
+
+    /// Records a failed discovery, by its bounded reason (one of
+    /// [`DISCOVERY_ERROR_REASONS`]; anything else counts as `other`).
+    pub fn observe_discovery_error(&self, reason: &str) {
+        let reason = if DISCOVERY_ERROR_REASONS.contains(&reason) {
+            reason
+        } else {
+            "other"
+        };
+        self.discovery_errors.with_label_values(&[reason]).inc();
     }
 
     /// Records a state write at `at`: successful (`error` is `None`), or

@@ -22,7 +22,7 @@ use reqwest::header::{
 };
 
 use crate::credentials::{
-    CredentialError, REDACTED_FRAGMENT_BYTES, Secret, TokenFile, read_ca_bundle,
+    CredentialError, REDACTED, REDACTED_FRAGMENT_BYTES, Secret, TokenFile, read_ca_bundle,
 };
 use crate::exposition::{ExpositionError, Page, PageDecoder, Watch};
 use crate::status::ScrapeErrorKind;
@@ -441,29 +441,48 @@ pub(crate) async fn error_message(mut response: reqwest::Response, token: &Secre
             _ => break,
         }
     }
-    if cut || body.len() >= MAX {
-        // A token the read cut through is dropped with the cut's last few
-        // bytes, so no piece of it too short to be recognised is left.
-        let piece = token.expose().len().min(REDACTED_FRAGMENT_BYTES);
-        body.truncate(body.len().saturating_sub(piece.saturating_sub(1)));
-    }
-    let message = serde_json::from_slice::<serde_json::Value>(&body)
+    message_of(&body, cut || body.len() >= MAX, token)
+}
+
+/// The message of an error body (`cut` when the read stopped before its
+/// end): the token is redacted from the whole text first; then, if the read
+/// cut the body, the unredacted bytes just before the cut are dropped (a
+/// token the cut went through leaves a piece too short to be recognised
+/// there); then the message is shortened.
+fn message_of(body: &[u8], cut: bool, token: &Secret) -> String {
+    let message = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| {
             v.get("message")
                 .and_then(|m| m.as_str())
                 .map(str::to_string)
         })
-        .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
     let one_line: String = message
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    token
-        .redact(one_line.trim())
-        .shorten(MAX_MESSAGE_CHARS)
-        .trim()
-        .to_string()
+    let mut redacted = token.redact(one_line.trim()).into_string();
+    if cut && !redacted.ends_with(REDACTED) {
+        let piece = token
+            .expose()
+            .len()
+            .min(REDACTED_FRAGMENT_BYTES)
+            .saturating_sub(1);
+        let raw_tail =
+            redacted.len() - redacted.rfind(REDACTED).map_or(0, |at| at + REDACTED.len());
+        let mut keep = redacted.len() - piece.min(raw_tail);
+        while !redacted.is_char_boundary(keep) {
+            keep -= 1;
+        }
+        redacted.truncate(keep);
+        redacted.push('…');
+    }
+    if let Some((at, _)) = redacted.char_indices().nth(MAX_MESSAGE_CHARS) {
+        redacted.truncate(at);
+        redacted.push('…');
+    }
+    redacted.trim().to_string()
 }
 
 async fn status_error(
@@ -538,6 +557,45 @@ fn is_tls(e: &(dyn StdError + 'static)) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A token of upper-case letters only, so that any piece of it left in
+    /// a message built from lower-case text shows.
+    fn upper_token(len: usize) -> String {
+        (0..len)
+            .map(|i| char::from(b'A' + ((i * 7 + len) % 26) as u8))
+            .collect()
+    }
+
+    #[test]
+    fn a_body_cut_through_a_token_leaves_no_piece_of_it() {
+        for len in 4..=40 {
+            let token = upper_token(len);
+            let secret = Secret::new(token.clone());
+            for before in [0, 1, 50, 299, 4000] {
+                let whole = format!("{}{token} and more", "x".repeat(before));
+                for cut_at in before + 1..before + len {
+                    let body = &whole.as_bytes()[..cut_at];
+                    let message = message_of(body, true, &secret);
+                    assert!(
+                        !message.chars().any(|c| c.is_ascii_uppercase()),
+                        "len {len}, cut {} bytes into the token: {message:?}",
+                        cut_at - before
+                    );
+                    assert!(message.chars().count() <= MAX_MESSAGE_CHARS + 1);
+                }
+            }
+        }
+        // Uncut, nothing is dropped but the token.
+        let secret = Secret::new("SECRETTOKEN");
+        assert_eq!(
+            message_of(b"denied for SECRETTOKEN, sorry", false, &secret),
+            "denied for <redacted>, sorry"
+        );
+        assert_eq!(
+            message_of(br#"{"kind":"Status","message":"no"}"#, false, &secret),
+            "no"
+        );
+    }
 
     #[test]
     fn media_types() {

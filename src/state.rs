@@ -21,8 +21,13 @@ use crate::ledger::Ledger;
 use crate::time::Timestamp;
 use crate::verdict::Tracker;
 
-/// The format version written by this build.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version written by this build. Version 2 writes each series'
+/// increments as a compact integer array (see `ledger`); version 1 files
+/// (an object per increment) are still read.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest format version this build reads.
+pub const OLDEST_READABLE_VERSION: u32 = 1;
 
 /// What is persisted.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -63,6 +68,12 @@ pub enum StateError {
         path: PathBuf,
         /// Why.
         source: io::Error,
+    },
+    /// The snapshot could not be encoded.
+    #[error("cannot encode the state: {reason}")]
+    Encode {
+        /// Why.
+        reason: String,
     },
     /// The path exists and is not a regular file.
     #[error(
@@ -153,19 +164,21 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
     }
     let version: Version =
         serde_json::from_slice(bytes).map_err(|e| format!("not a state file: {e}"))?;
-    if version.version != FORMAT_VERSION {
+    if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version.version) {
         return Err(format!(
-            "format version {} is not supported (this build reads {FORMAT_VERSION})",
+            "format version {} is not supported (this build reads {OLDEST_READABLE_VERSION} to {FORMAT_VERSION})",
             version.version
         ));
     }
     serde_json::from_slice(bytes).map_err(|e| format!("malformed state: {e}"))
 }
 
-/// The bytes of a snapshot, as [`decode`] reads them (the one encoder of
-/// the file and the ConfigMap backends).
-pub fn encode(snapshot: &Snapshot) -> Result<Vec<u8>, String> {
-    serde_json::to_vec(snapshot).map_err(|e| format!("cannot encode the state: {e}"))
+/// The bytes of the state file for `snapshot` (what [`save`] writes and
+/// [`decode`] reads).
+pub fn encode(snapshot: &Snapshot) -> Result<Vec<u8>, StateError> {
+    serde_json::to_vec(snapshot).map_err(|e| StateError::Encode {
+        reason: e.to_string(),
+    })
 }
 
 /// Writes the snapshot atomically: readers see the old file or the new one,
@@ -177,7 +190,7 @@ pub fn save(path: &Path, snapshot: &Snapshot) -> Result<(), StateError> {
         path: path.to_owned(),
         source,
     };
-    let bytes = encode(snapshot).map_err(|e| err(io::Error::other(e)))?;
+    let bytes = encode(snapshot)?;
     let tmp = temp_path(path);
     let result = (|| {
         let mut file = OpenOptions::new()
@@ -280,6 +293,85 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(!temp_path(&path).exists());
+    }
+
+    /// A state file as format version 1 wrote it (one object per increment,
+    /// the old retention), shaped like the files of the fuzz corpus.
+    const VERSION_1_FILE: &str = r#"{"version":1,"saved_at":1796422029360,"ledger":{"observing_since":1796404386809,"instances":{"127.0.0.10:36053":{"exists_from":null,"covered_from":1796411133909,"last":{"at":1796412902352,"start_time":1796390590820,"values":{"serviceaccount_legacy_tokens_total":24,"serviceaccount_valid_tokens_total":2140}},"gone_at":null,"increments":{"serviceaccount_legacy_tokens_total":[{"during":{"from":1796409804380,"to":1796412840056},"amount":3}],"serviceaccount_valid_tokens_total":[{"during":{"from":1796409804380,"to":1796412840056},"amount":401},{"during":{"from":1796412840056,"to":1796412902352},"amount":714}]},"holes":[{"from":1796409000000,"to":1796409804380}],"totals":{"serviceaccount_legacy_tokens_total":24,"serviceaccount_valid_tokens_total":2140},"resets_total":1,"holes_total":1,"zero_at":null,"starts_seen":[1796388550820],"mixed_at":[]}},"listed":{"127.0.0.11:36053":{"since":1796404386809,"gone_at":null}},"retired_totals":{},"retention":{"horizon":{"secs":608400,"nanos":0},"exact_recent":{"secs":3600,"nanos":0},"max_increments":1024}},"trackers":{"legacy-tokens":{"current":["blind",1796404414599],"regressions":0,"last_regression":null,"ready_since_last_use":false}}}"#;
+
+    #[test]
+    fn version_1_files_still_load_and_are_written_back_compact() {
+        let old = decode(VERSION_1_FILE.as_bytes()).unwrap();
+        assert_eq!(old.version, 1);
+        let a = old.ledger.instance("127.0.0.10:36053").unwrap();
+        let valid = "serviceaccount_valid_tokens_total";
+        let since = Timestamp(1_796_412_840_056);
+        assert_eq!(a.increase(valid, Timestamp(0)), 401 + 714);
+        assert_eq!(a.increase(valid, since), 714);
+        assert_eq!(a.increase_inside(valid, since), 714);
+        assert_eq!(a.last_increase(valid), Some(Timestamp(1_796_412_902_352)));
+        assert_eq!(
+            a.increase("serviceaccount_legacy_tokens_total", Timestamp(0)),
+            3
+        );
+        assert_eq!(a.family_total(valid), 2140);
+        assert_eq!(a.holes_total(), 1);
+        let again = Snapshot {
+            version: FORMAT_VERSION,
+            ..old.clone()
+        };
+        let bytes = encode(&again).unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(
+            text.contains(
+                r#""serviceaccount_valid_tokens_total":[1796409804380,3035676,401,0,62296,714]"#
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("during"), "{text}");
+        assert!(bytes.len() < VERSION_1_FILE.len(), "{} bytes", bytes.len());
+        assert_eq!(decode(&bytes).unwrap(), again);
+    }
+
+    #[test]
+    fn malformed_compact_series_are_refused_with_the_reason() {
+        let with_series = |series: &str| {
+            VERSION_1_FILE.replace(
+                r#"[{"during":{"from":1796409804380,"to":1796412840056},"amount":3}]"#,
+                series,
+            )
+        };
+        for (series, reason) in [
+            ("[1,2]", "not a multiple of 3"),
+            ("[1,2,-3]", "not a non-negative integer"),
+            ("[1,2,3,4]", "not a multiple of 3"),
+            (
+                r#"[1,2,3,{"during":{"from":1,"to":2},"amount":3}]"#,
+                "an increment object among",
+            ),
+            (
+                r#"[{"during":{"from":1,"to":2},"amount":3},1,2,3]"#,
+                "an integer among",
+            ),
+            ("[18446744073709551615,2,3]", "not a 64-bit signed integer"),
+        ] {
+            let err = decode(with_series(series).as_bytes()).unwrap_err();
+            assert!(
+                err.starts_with("malformed state") && err.contains(reason),
+                "{series}: {err}"
+            );
+        }
+        // A series of decreasing times is taken as written (wrapping deltas).
+        let ok = decode(with_series("[10,5,1,-20,3,2]").as_bytes()).unwrap();
+        let a = ok.ledger.instance("127.0.0.10:36053").unwrap();
+        assert_eq!(
+            a.increase("serviceaccount_legacy_tokens_total", Timestamp(0)),
+            1
+        );
+        assert_eq!(
+            a.increase("serviceaccount_legacy_tokens_total", Timestamp(-100)),
+            3
+        );
     }
 
     #[test]

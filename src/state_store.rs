@@ -288,7 +288,7 @@ impl StateStore {
 /// The `binaryData` value of a snapshot: base64 of the gzip of
 /// [`state::encode`].
 pub fn encode_for_configmap(snapshot: &Snapshot) -> Result<String, String> {
-    let json = state::encode(snapshot)?;
+    let json = state::encode(snapshot).map_err(|e| e.to_string())?;
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     gz.write_all(&json)
         .and_then(|()| gz.finish())

@@ -130,6 +130,13 @@ pub enum PersistError {
     /// The blocking write task panicked or was cancelled (a bug).
     #[error("the state write task failed: {0}")]
     Join(String),
+    /// The drain ran over its grace period before the final write was done
+    /// (a write hanging on the disk, a scrape or a task not stopping).
+    #[error("the shutdown ran over its {grace:?} grace period before the state was written")]
+    GraceExceeded {
+        /// The grace period.
+        grace: Duration,
+    },
 }
 
 /// A task of the daemon, by the name its failures are counted under in
@@ -150,6 +157,9 @@ pub enum Task {
     AlertmanagerPusher,
     /// Acquires, renews or follows the Lease (essential).
     LeaderElection,
+    /// Serves `/metrics`, the probes and the status (restarted with backoff,
+    /// on the address it was listening on).
+    AdminServer,
 }
 
 impl Task {
@@ -162,6 +172,7 @@ impl Task {
             Task::StateWriter => "state_writer",
             Task::AlertmanagerPusher => "alertmanager_pusher",
             Task::LeaderElection => "leader_election",
+            Task::AdminServer => "admin_server",
         }
     }
 }
@@ -336,7 +347,8 @@ pub async fn run_with_resolver(
 /// The state writer and the Alertmanager pusher are restarted with a
 /// backoff; discovery, the scrape supervisor and the evaluator are
 /// essential: readiness turns false, the daemon drains as on a signal and
-/// returns [`DaemonError::TaskFailed`]. A failed final state write returns
+/// returns [`DaemonError::TaskFailed`]. A failed final state write, or a
+/// drain that runs over its grace period, returns
 /// [`DaemonError::FinalStateWrite`].
 #[doc(hidden)]
 pub async fn run_with_faults(
@@ -416,7 +428,7 @@ pub async fn run_with_faults(
         version: env!("CARGO_PKG_VERSION").to_owned(),
         ..Status::default()
     });
-    let (stop_server_tx, mut stop_server_rx) = watch::channel(false);
+    let (stop_server_tx, stop_server_rx) = watch::channel(false);
     let admin = Admin {
         metrics: Arc::clone(&metrics),
         status: status_rx,
@@ -424,14 +436,42 @@ pub async fn run_with_faults(
         clock: clock.clone(),
     };
     let mut server = JoinSet::new();
-    server.spawn(async move {
-        let stop = async move {
-            let _ = stop_server_rx.wait_for(|stop| *stop).await;
+    {
+        // Restarted like the state writer: an admin server that fails (an
+        // accept error, a panic) is logged, counted in
+        // `cutover_task_failures_total{task="admin_server"}` and started
+        // again on the address it listened on, so the probes come back.
+        let listen_addr = listener.local_addr().unwrap_or(config.listen);
+        let mut first = Some(listener);
+        let (faults, stop) = (faults.clone(), stop_server_rx.clone());
+        let make = move || {
+            let (admin, faults, first) = (admin.clone(), faults.clone(), first.take());
+            let mut stop = stop.clone();
+            Some(async move {
+                faults.trip(Task::AdminServer);
+                let listener = match first {
+                    Some(listener) => listener,
+                    None => match TcpListener::bind(listen_addr).await {
+                        Ok(listener) => listener,
+                        Err(e) => {
+                            error!(addr = %listen_addr, error = %e, "cannot listen again for the admin server");
+                            return;
+                        }
+                    },
+                };
+                let stopping = async move { stopped(&mut stop).await };
+                if let Err(e) = server::serve(listener, admin, stopping).await {
+                    error!(error = %chain(&e), "admin server failed");
+                }
+            })
         };
-        if let Err(e) = server::serve(listener, admin, stop).await {
-            error!(error = %chain(&e), "admin server failed");
-        }
-    });
+        server.spawn(restarting(
+            Task::AdminServer,
+            Arc::clone(&shared),
+            stop_server_rx,
+            make,
+        ));
+    }
 
     // Tasks that must finish what they are doing rather than be aborted
     // (a scrape task left behind, a state write cut short) stop on this.
@@ -637,11 +677,11 @@ pub async fn run_with_faults(
     let final_write = match tokio::time::timeout(DRAIN_GRACE, drain).await {
         Ok(written) => written,
         Err(_) => {
-            warn!(grace = ?DRAIN_GRACE, "shutdown grace period exceeded; exiting without the final state write");
+            error!(grace = ?DRAIN_GRACE, "shutdown grace period exceeded; exiting non-zero without the final state write");
             scraping.shutdown().await;
             persisting.shutdown().await;
             background.shutdown().await;
-            Ok(())
+            Err(PersistError::GraceExceeded { grace: DRAIN_GRACE })
         }
     };
     let _ = stop_server_tx.send(true);

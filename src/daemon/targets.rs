@@ -134,6 +134,7 @@ pub(super) fn discover(
                     refresh,
                 } => match discovery.endpoints().await {
                     Ok(addrs) => {
+                        shared.metrics.observe_discovery_success(shared.clock.now());
                         if failed_before {
                             info!(instances = addrs.len(), "discovery works again");
                         }
@@ -155,6 +156,7 @@ pub(super) fn discover(
                         (Some(targets), *refresh)
                     }
                     Err(e) => {
+                        shared.metrics.observe_discovery_error(e.metric_label());
                         // Keep the last known targets: an unreachable API is no
                         // proof that apiservers left.
                         if !failed_before {
@@ -164,10 +166,13 @@ pub(super) fn discover(
                         (None, config.scrape.interval.min(*refresh))
                     }
                 },
-                Source::Static(list) => (
-                    Some(resolve_static(list, &resolver, &mut unresolved).await),
-                    STATIC_REFRESH,
-                ),
+                Source::Static(list) => {
+                    let targets = resolve_static(list, &resolver, &mut unresolved).await;
+                    // The list itself is known: a name that does not resolve
+                    // is a target down (`dns`), not a failed discovery.
+                    shared.metrics.observe_discovery_success(shared.clock.now());
+                    (Some(targets), STATIC_REFRESH)
+                }
             };
             if let Some(mut targets) = targets {
                 targets.sort_by(|a, b| a.instance.cmp(&b.instance));

@@ -984,3 +984,138 @@ async fn a_failed_state_write_is_counted_turns_readiness_off_and_fails_the_final
     );
     sim.shutdown().await;
 }
+
+/// A drain that runs over its grace period (here the state write hangs: its
+/// temporary file is a FIFO nobody reads) exits non-zero, as a failed final
+/// write does (exit 74), instead of 0 without the write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_over_its_grace_period_fails_as_a_lost_final_write() {
+    let dir = test_dir("daemon-drain-grace");
+    let (sim, clock, _) = start_world(STATIC_WORLD, &dir).await;
+    let state = dir.join("state.json");
+    let fifo = dir.join("state.json.tmp");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    let mut config = config_for(&sim, &state, "30s", "20s", SHORT_WINDOWS);
+    config.state.write_interval = Duration::from_secs(24 * 3600);
+    let daemon = Faulty::start(config, clock, Faults::default()).await;
+    daemon.wait_for("ready", async |d| d.ready().await).await;
+    let begun = std::time::Instant::now();
+    let result = daemon.stop().await;
+    let Err(err @ DaemonError::FinalStateWrite(daemon::PersistError::GraceExceeded { .. })) =
+        &result
+    else {
+        panic!("run returned {result:?}");
+    };
+    assert!(
+        begun.elapsed() >= Duration::from_secs(9),
+        "{:?}",
+        begun.elapsed()
+    );
+    let text = error_chain(err);
+    assert!(
+        text.contains("final state write failed") && text.contains("grace period"),
+        "{text}"
+    );
+    // Unblock the write left hanging, so that nothing outlives the test.
+    let reader = std::thread::spawn(move || std::fs::read(&fifo).map(|b| b.len()));
+    let _ = reader.join();
+    sim.shutdown().await;
+}
+
+/// Discovery answered 403 (a token without RBAC for EndpointSlices): each
+/// failure is counted by reason in `cutover_discovery_errors_total{reason}`,
+/// `cutover_discovery_last_success_timestamp_seconds` stays 0; once the
+/// token works, the timestamp is set and the count stops growing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_failures_are_counted_by_reason_and_success_is_timestamped() {
+    let dir = test_dir("daemon-discovery-metrics");
+    let (sim, clock, _) = start_world(STATIC_WORLD, &dir).await;
+    let token = dir.join("discovery-token");
+    // The simulator's token that authenticates but has no RBAC grant.
+    let sim_dir = sim.token_path().parent().unwrap().to_owned();
+    std::fs::copy(sim_dir.join("forbidden-token"), &token).unwrap();
+    let mut config = config_for(&sim, &dir.join("state.json"), "30s", "20s", SHORT_WINDOWS);
+    match &mut config.targets {
+        Targets::Kubernetes(k) => k.token_file = token.clone(),
+        Targets::Static(_) => panic!("config_for discovers"),
+    }
+    let daemon = Faulty::start(config, clock, Faults::default()).await;
+    let forbidden = r#"cutover_discovery_errors_total{reason="http_403"}"#;
+    let success = "cutover_discovery_last_success_timestamp_seconds";
+    daemon
+        .wait_for("two 403s counted", async |d| {
+            d.metric(forbidden).await.is_some_and(|n| n >= 2.0)
+        })
+        .await;
+    assert_eq!(daemon.metric(success).await, Some(0.0));
+    for other in ["connect", "http_401", "http_other", "timeout", "decode"] {
+        let series = format!("cutover_discovery_errors_total{{reason=\"{other}\"}}");
+        assert_eq!(daemon.metric(&series).await, Some(0.0), "{series}");
+    }
+
+    // The token works again (rotated in as the kubelet does).
+    let good = std::fs::read_to_string(sim.token_path()).unwrap();
+    let tmp = dir.join("discovery-token.tmp");
+    std::fs::write(&tmp, good).unwrap();
+    std::fs::rename(&tmp, &token).unwrap();
+    daemon
+        .wait_for("a successful discovery timestamped", async |d| {
+            d.metric(success).await.is_some_and(|t| t > 1.0e9)
+        })
+        .await;
+    let failures = daemon.metric(forbidden).await.unwrap();
+    daemon
+        .wait_for("targets discovered", async |d| {
+            d.get("/api/v1/status")
+                .await
+                .is_some_and(|(_, body)| body.contains("\"targets\":[{"))
+        })
+        .await;
+    assert_eq!(
+        daemon.metric(forbidden).await,
+        Some(failures),
+        "no new failure"
+    );
+    daemon.stop().await.expect("a clean stop");
+    sim.shutdown().await;
+}
+
+/// An admin server that fails after the start is not only logged: it is
+/// counted in `cutover_task_failures_total{task="admin_server"}` and started
+/// again on its address, so `/healthz`, `/readyz` and `/metrics` come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_server_that_fails_is_counted_and_restarted_on_its_address() {
+    let dir = test_dir("daemon-admin-panic");
+    let (sim, clock, _) = start_world(STATIC_WORLD, &dir).await;
+    let config = config_for(&sim, &dir.join("state.json"), "30s", "20s", SHORT_WINDOWS);
+    let faults = Faults::default();
+    faults.panic_next(Task::AdminServer);
+    let daemon = Faulty::start(config, clock, faults).await;
+    let failures = r#"cutover_task_failures_total{task="admin_server"}"#;
+    daemon
+        .wait_for(
+            "the restarted admin server counting its failure",
+            async |d| d.metric(failures).await == Some(1.0),
+        )
+        .await;
+    assert_eq!(
+        daemon.get("/healthz").await.map(|(code, _)| code),
+        Some(200)
+    );
+    daemon.wait_for("ready", async |d| d.ready().await).await;
+    for other in [
+        "discovery",
+        "scrape_supervisor",
+        "evaluator",
+        "state_writer",
+    ] {
+        let series = format!("cutover_task_failures_total{{task=\"{other}\"}}");
+        assert_eq!(daemon.metric(&series).await, Some(0.0), "{series}");
+    }
+    daemon.stop().await.expect("a clean stop");
+    sim.shutdown().await;
+}

@@ -308,3 +308,83 @@ fn a_delete_reset_hidden_by_regrowth_is_invisible_without_the_sentinel() {
         ]
     );
 }
+
+/// The state file must fit a Kubernetes ConfigMap (1 MiB) with room to
+/// spare: 64 instances with busy valid-token and sentinel counters (an
+/// increase at every scrape) over a 7-day window. The week is scraped every
+/// 10 minutes, then the last two hours every 30 s, and the snapshot is
+/// encoded every 5 minutes of those: its largest encoding is the bound, as
+/// busy series grow to the merge threshold and are merged back.
+#[test]
+fn snapshot_of_64_busy_instances_over_a_week_stays_far_below_a_configmap() {
+    use cutover_auditor::families::TokenKind;
+    use cutover_auditor::state::{self, Snapshot};
+
+    const DAY: i64 = 86_400;
+    let origin = 1_780_000_000i64;
+    let week = Duration::from_secs(7 * DAY as u64);
+    let mut ledger = Ledger::new(Retention {
+        horizon: week + Duration::from_secs(3_600),
+        ..Retention::default()
+    });
+    let mut keys: Vec<SeriesKey> = TokenKind::ALL
+        .iter()
+        .map(|k| SeriesKey::family(k.family()))
+        .collect();
+    keys.push(SeriesKey::family(RESET_SENTINEL));
+    let valid = keys
+        .iter()
+        .position(|k| k.as_str() == TokenKind::Valid.family())
+        .expect("valid family");
+    let sentinel = keys.len() - 1;
+    let names: Vec<String> = (0..64).map(|i| format!("10.0.0.{}:6443", i + 1)).collect();
+    let mut counters = vec![vec![0u64; keys.len()]; names.len()];
+    let end = origin + 7 * DAY + 3_600;
+    let mut t = origin;
+    let mut largest = 0usize;
+    let mut encodings = 0;
+    while t <= end {
+        let now = Timestamp::from_secs(t);
+        for (i, name) in names.iter().enumerate() {
+            counters[i][valid] += 20 + (t as u64 + i as u64) % 200;
+            counters[i][sentinel] += 40 + (t as u64 * 7 + i as u64) % 400;
+            ledger.list(name, now);
+            let obs = Observation {
+                start_time: Some(Timestamp::from_secs(origin - 3_600)),
+                values: keys
+                    .iter()
+                    .cloned()
+                    .zip(counters[i].iter().copied())
+                    .collect(),
+            };
+            ledger.observe(name, now + Duration::from_millis(i as u64 * 7), obs);
+        }
+        ledger.prune(now + Duration::from_secs(1));
+        let last_hours = t >= end - 2 * 3_600;
+        if last_hours && (t - origin) % 300 == 0 {
+            let snapshot = Snapshot {
+                version: state::FORMAT_VERSION,
+                saved_at: now,
+                ledger: ledger.clone(),
+                trackers: BTreeMap::new(),
+            };
+            let bytes = state::encode(&snapshot).expect("encodes");
+            largest = largest.max(bytes.len());
+            encodings += 1;
+            if t + 300 > end {
+                let back = state::decode(&bytes).expect("decodes");
+                assert_eq!(back, snapshot, "the compact form round-trips");
+            }
+        }
+        t += if last_hours { 30 } else { 600 };
+    }
+    assert!(encodings >= 24, "{encodings} encodings");
+    // Nothing lost: every instance's stitched valid total is its counter.
+    let family = TokenKind::Valid.family();
+    let total: u64 = counters.iter().map(|c| c[valid]).sum();
+    assert_eq!(ledger.family_total(family), total);
+    assert!(
+        largest <= 300 * 1024,
+        "largest snapshot {largest} bytes for 64 busy instances over a week (bound 300 KiB)"
+    );
+}

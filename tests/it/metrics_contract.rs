@@ -46,6 +46,8 @@ const GOLDEN: &[(&str, &[&str])] = &[
     ("cutover_state_last_write_success_timestamp_seconds", &[]),
     ("cutover_state_since_timestamp_seconds", &["cutover"]),
     ("cutover_state_write_errors_total", &[]),
+    ("cutover_discovery_errors_total", &["reason"]),
+    ("cutover_discovery_last_success_timestamp_seconds", &[]),
     ("cutover_targets", &[]),
     ("cutover_task_failures_total", &["task"]),
     ("cutover_token_uses_increase", &["kind", "window"]),
@@ -84,6 +86,9 @@ fn allowed(metric: &str, label: &str, value: &str) -> bool {
             "unattributed_uses",
             "quiet_for_window",
         ]),
+        ("cutover_discovery_errors_total", "reason") => {
+            one_of(&cutover_auditor::metrics::DISCOVERY_ERROR_REASONS)
+        }
         ("cutover_scrape_errors_total", "reason") => one_of(&[
             "connect",
             "timeout",
@@ -117,6 +122,7 @@ fn allowed(metric: &str, label: &str, value: &str) -> bool {
             "state_writer",
             "leader_election",
             "alertmanager_pusher",
+            "admin_server",
         ]),
         _ => false,
     }
@@ -393,7 +399,10 @@ fn label_values_are_bounded() {
         count("cutover_scrape_errors_total"),
         ScrapeErrorKind::ALL.len()
     );
-    assert_eq!(count("cutover_task_failures_total"), 6);
+    assert_eq!(
+        count("cutover_task_failures_total"),
+        cutover_auditor::metrics::TASKS.len()
+    );
 }
 
 #[test]

@@ -512,3 +512,47 @@ async fn an_echoing_server_never_gets_a_piece_of_the_token_into_an_error() {
         assert_eq!(sent, want, "len {len}: requests sent");
     }
 }
+
+/// A malformed watched line echoing the token: the extractor's error quotes
+/// the offending text whole, so the scrape path (redact the whole detail,
+/// then shorten it) leaves no piece of a token that a cut in the extractor
+/// would have split (it cut quoted text at 60 characters and series at 120).
+#[test]
+fn page_errors_quote_whole_text_so_a_token_across_any_cut_is_redacted() {
+    use cutover_auditor::credentials::Secret;
+    use cutover_auditor::exposition::Extractor;
+    use cutover_auditor::scrape::MAX_DETAIL_CHARS;
+
+    let family = "serviceaccount_legacy_tokens_total";
+    let upper = |len: usize| -> String {
+        (0..len)
+            .map(|i| char::from(b'A' + ((i * 11 + len) % 26) as u8))
+            .collect()
+    };
+    for len in [4, 5, 7, 8, 9, 16, 40, 64, 200] {
+        let token = upper(len);
+        let secret = Secret::new(token.clone());
+        for pad in 0..130 {
+            let pad = "x".repeat(pad);
+            let pages = [
+                // Quoted text after the value (the 60-character cut).
+                format!("{family} 1 {pad}{token}\n"),
+                // A label value of a series sampled twice (the 120 cut).
+                format!("{family}{{a=\"{pad}{token}\"}} 1\n{family}{{a=\"{pad}{token}\"}} 2\n"),
+            ];
+            for page in pages {
+                let mut x = Extractor::new(Watch::default_families());
+                let err = match x.feed(page.as_bytes()).and_then(|()| x.finish()) {
+                    Ok(_) => panic!("{page:?} was accepted"),
+                    Err(err) => err,
+                };
+                let detail = secret.redact(&err.to_string()).shorten(MAX_DETAIL_CHARS);
+                assert!(
+                    !detail.chars().any(|c| c.is_ascii_uppercase()),
+                    "len {len}, {page:?}: {detail:?}"
+                );
+                assert!(detail.contains("<redacted>"), "{detail}");
+            }
+        }
+    }
+}
