@@ -36,6 +36,31 @@ pub struct Config {
     pub log: LogConfig,
     /// Direct push of alerts to Alertmanager, if configured.
     pub alertmanager: Option<AlertmanagerConfig>,
+    /// Who uses legacy tokens (`[attribution]`); `None` when no source is on.
+    pub attribution: Option<AttributionConfig>,
+}
+
+/// Attribution settings: each source is opt-in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttributionConfig {
+    /// List token Secrets (metadata only) and read the tracking ConfigMap.
+    pub token_secrets: bool,
+    /// List Pods, ReplicaSets and Jobs to name the workloads mounting them.
+    pub workloads: bool,
+    /// Time between two listing rounds.
+    pub interval: Duration,
+    /// `limit` of one list request.
+    pub page_size: u32,
+    /// Most token Secrets kept; a cluster with more is reported, not listed.
+    pub max_secrets: usize,
+    /// The Kubernetes API (`https://host:port`).
+    pub api_server: Url,
+    /// TLS server name verified.
+    pub server_name: String,
+    /// CA bundle.
+    pub ca_file: PathBuf,
+    /// Bearer token file.
+    pub token_file: PathBuf,
 }
 
 /// Scrape settings.
@@ -262,6 +287,9 @@ impl Config {
                 }
             }
         }
+        if let Some(a) = &self.attribution {
+            check("attribution", &a.token_file, &a.ca_file);
+        }
         if p.0.is_empty() {
             Ok(())
         } else {
@@ -285,6 +313,21 @@ struct RawConfig {
     #[serde(default)]
     log: RawLog,
     alertmanager: Option<RawAlertmanager>,
+    attribution: Option<RawAttribution>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAttribution {
+    token_secrets: Option<bool>,
+    workloads: Option<bool>,
+    interval: Option<String>,
+    page_size: Option<u64>,
+    max_secrets: Option<u64>,
+    api_server: Option<String>,
+    server_name: Option<String>,
+    ca_file: Option<PathBuf>,
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -592,6 +635,10 @@ impl RawConfig {
             }
         });
 
+        let attribution = self
+            .attribution
+            .and_then(|raw| raw.validate(&targets, &mut p));
+
         if !p.0.is_empty() {
             return Err(p.0);
         }
@@ -609,6 +656,96 @@ impl RawConfig {
             state,
             log,
             alertmanager,
+            attribution,
+        })
+    }
+}
+
+impl RawAttribution {
+    fn validate(self, targets: &Targets, p: &mut Problems) -> Option<AttributionConfig> {
+        let token_secrets = self.token_secrets.unwrap_or(false);
+        let workloads = self.workloads.unwrap_or(false);
+        if workloads && !token_secrets {
+            p.add(
+                "attribution.workloads",
+                "needs attribution.token_secrets = true (workloads are named by the token Secrets they mount)",
+            );
+        }
+        let interval = p.duration(
+            "attribution.interval",
+            self.interval.as_deref(),
+            Duration::from_secs(600),
+        );
+        let page_size = match self.page_size {
+            None => 500,
+            Some(n) if (1..=5_000).contains(&n) => n as u32,
+            Some(n) => {
+                p.add("attribution.page_size", format!("{n} is outside 1..=5000"));
+                500
+            }
+        };
+        let max_secrets = match self.max_secrets {
+            None => 100_000,
+            Some(n) if (1..=1_000_000).contains(&n) => n as usize,
+            Some(n) => {
+                p.add(
+                    "attribution.max_secrets",
+                    format!("{n} is outside 1..=1000000"),
+                );
+                100_000
+            }
+        };
+        let from_targets = match targets {
+            Targets::Kubernetes(k) => Some(k),
+            Targets::Static(_) => None,
+        };
+        let api_server = match (&self.api_server, from_targets) {
+            (Some(text), _) => p
+                .url("attribution.api_server", text, &["https"])
+                .and_then(|url| {
+                    if matches!(url.path(), "" | "/") {
+                        Some(url)
+                    } else {
+                        p.add(
+                            "attribution.api_server",
+                            format!("{text:?}: give only https://HOST:PORT, no path"),
+                        );
+                        None
+                    }
+                }),
+            (None, Some(k)) => Some(k.api_server.clone()),
+            (None, None) => {
+                if token_secrets {
+                    p.add(
+                        "attribution.api_server",
+                        "required with static targets (otherwise the [targets.kubernetes] API server is used)",
+                    );
+                }
+                None
+            }
+        };
+        if !token_secrets {
+            return None;
+        }
+        Some(AttributionConfig {
+            token_secrets,
+            workloads,
+            interval,
+            page_size,
+            max_secrets,
+            api_server: api_server.unwrap_or_else(placeholder_url),
+            server_name: self
+                .server_name
+                .or_else(|| from_targets.map(|k| k.server_name.clone()))
+                .unwrap_or_else(|| "kubernetes".into()),
+            ca_file: self
+                .ca_file
+                .or_else(|| from_targets.map(|k| k.ca_file.clone()))
+                .unwrap_or_else(|| IN_CLUSTER_CA.into()),
+            token_file: self
+                .token_file
+                .or_else(|| from_targets.map(|k| k.token_file.clone()))
+                .unwrap_or_else(|| IN_CLUSTER_TOKEN.into()),
         })
     }
 }

@@ -245,6 +245,7 @@ impl Core {
                         .collect(),
                 })
                 .collect(),
+            attribution: None,
         };
         (status, transitions)
     }

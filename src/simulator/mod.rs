@@ -16,6 +16,7 @@
 // Shell items (I/O allowed, see clippy.toml) carry their own allow: a
 // module-wide one here would also exempt the pure `world`, `page` and
 // `scenario` below.
+pub mod attribution;
 pub mod page;
 pub mod scenario;
 mod server;
@@ -190,6 +191,7 @@ impl Simulation {
             tls: tls_configs,
             vip_cursor: AtomicUsize::new(0),
             shutdown: shutdown_rx,
+            attribution: Default::default(),
         });
         drop(shared.world_now());
         let mut tasks = Vec::new();

@@ -9,6 +9,7 @@ mod support;
 mod adversarial;
 mod alert_rules;
 mod alertmanager;
+mod attribution;
 mod cli;
 mod config;
 mod daemon;

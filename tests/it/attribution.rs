@@ -1,0 +1,431 @@
+//! Attribution against the simulator: token Secrets (metadata only), the
+//! workloads mounting them, named under their cutover; a 403 gives a clear
+//! reason and leaves the verdicts untouched; the config section is strict.
+//!
+//! - `who_names_the_workload_listing_secrets_as_metadata_only`
+//! - `a_ready_cutover_lists_the_secrets_safe_to_delete`
+//! - `a_403_makes_attribution_unavailable_and_leaves_the_verdicts_untouched`
+//! - `the_request_record_catches_a_client_that_asks_for_secret_data`
+//! - `attribution_config_is_validated_and_strict`
+
+use std::time::Duration;
+
+use cutover_auditor::attribution::secrets::{Date, METADATA_ACCEPT};
+use cutover_auditor::config::Config;
+use cutover_auditor::verdict::State;
+
+use crate::support::daemon::{Daemon, config_for, sample, start_world, test_dir};
+
+const WINDOWS: &str = r#"
+[cutovers.legacy-tokens]
+window = "20m"
+[cutovers.legacy-auto-tokens]
+window = "20m"
+[cutovers.token-expiry-extension]
+window = "20m"
+"#;
+
+/// Page size 1 forces paging through `continue`.
+const ATTRIBUTION: &str = r#"
+[attribution]
+token_secrets = true
+workloads = true
+interval = "1m"
+page_size = 1
+"#;
+
+const BUSY_WORLD: &str = r#"
+name = "attribution-busy"
+speed = 150.0
+scraper_counts_as = "valid"
+page_kib = 8
+
+[[instances]]
+version = "1.30.4"
+count = 1
+
+[[clients]]
+kind = "legacy"
+interval = "10s"
+targets = "all"
+"#;
+
+const QUIET_WORLD: &str = r#"
+name = "attribution-quiet"
+speed = 150.0
+scraper_counts_as = "valid"
+page_kib = 8
+
+[[instances]]
+version = "1.30.4"
+count = 1
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_names_the_workload_listing_secrets_as_metadata_only() {
+    let dir = test_dir("attribution-who");
+    let (sim, clock, _) = start_world(BUSY_WORLD, &dir).await;
+    let a = sim.attribution();
+    a.set_tracking_since(Some("2025-01-10"));
+    a.add_token_secret("ci", "builder-token-x7k2p", "builder");
+    a.use_token("ci", "builder-token-x7k2p", clock.now());
+    a.add_token_secret("ci", "old-token", "old");
+    a.set_label(
+        "ci",
+        "old-token",
+        "kubernetes.io/legacy-token-last-used",
+        "2025-06-01",
+    );
+    a.add_token_secret("kube-system", "never-token", "never");
+    a.add_owner(
+        "ReplicaSet",
+        "ci",
+        "runner-5d9f",
+        Some(("Deployment", "runner")),
+    );
+    a.add_pod(
+        "ci",
+        "runner-5d9f-abcde",
+        Some(("ReplicaSet", "runner-5d9f")),
+        "builder-token-x7k2p",
+    );
+    a.add_pod("ci", "unrelated", None, "some-tls-secret");
+    let today = Date::of(clock.now()).to_string();
+
+    let config = config_for(
+        &sim,
+        &dir.join("state.json"),
+        "30s",
+        "20s",
+        &format!("{WINDOWS}{ATTRIBUTION}"),
+    );
+    let d = Daemon::start(config, clock.clone()).await;
+    let status = d
+        .wait_status("attributed", |s| {
+            s.attribution
+                .as_ref()
+                .and_then(|a| a.cutover("legacy-tokens"))
+                .is_some_and(|c| !c.who.is_empty())
+                && s.cutovers
+                    .iter()
+                    .any(|c| c.name == "legacy-tokens" && c.state == State::InUse)
+        })
+        .await;
+    let attribution = status.attribution.as_ref().unwrap();
+    assert!(attribution.unavailable.is_empty(), "{attribution:?}");
+    assert_eq!(attribution.tracking_since, Date::parse("2025-01-10"));
+    let legacy = attribution.cutover("legacy-tokens").unwrap();
+    let who: Vec<&str> = legacy.who.iter().map(|w| w.summary.as_str()).collect();
+    assert_eq!(
+        who,
+        [format!(
+            "Deployment ci/runner mounts Secret ci/builder-token-x7k2p, last used {today}"
+        )],
+    );
+    assert_eq!(
+        legacy.who[0].service_account.as_ref().unwrap().to_string(),
+        "ci/builder"
+    );
+    assert!(legacy.safe_to_delete.is_empty(), "in use: nothing offered");
+
+    // Metadata only: every Secret request carried the metadata Accept and
+    // the type selector, paged; no request could have returned Secret data.
+    let requests = a.requests();
+    let secret_lists: Vec<_> = requests
+        .iter()
+        .filter(|r| r.path == "/api/v1/secrets")
+        .collect();
+    assert!(
+        secret_lists.len() >= 3,
+        "paged one Secret at a time: {requests:?}"
+    );
+    for r in &secret_lists {
+        assert_eq!(r.accept.as_deref(), Some(METADATA_ACCEPT), "{r:?}");
+        assert!(
+            r.query
+                .contains("fieldSelector=type%3Dkubernetes.io%2Fservice-account-token"),
+            "{r:?}"
+        );
+        assert!(r.query.contains("limit=1"), "{r:?}");
+    }
+    assert!(secret_lists.iter().any(|r| r.query.contains("continue=")));
+    let risky: Vec<_> = requests
+        .iter()
+        .filter(|r| r.could_read_secret_data())
+        .collect();
+    assert!(
+        risky.is_empty(),
+        "requests that could read Secret data: {risky:?}"
+    );
+
+    let (page, _) = d
+        .metrics(&["cutover_token_secrets", "cutover_attributed_subjects"])
+        .await;
+    for (class, n) in [
+        ("used_in_window", 1.0),
+        ("used_before_window", 1.0),
+        ("never_used", 1.0),
+        ("invalidated", 0.0),
+        ("unknown", 0.0),
+    ] {
+        assert_eq!(
+            sample(&page, "cutover_token_secrets", &[("class", class)]),
+            Some(n),
+            "{class}"
+        );
+    }
+    assert_eq!(
+        sample(
+            &page,
+            "cutover_attributed_subjects",
+            &[("cutover", "legacy-tokens")]
+        ),
+        Some(1.0)
+    );
+    let html = d.get("/").await.text().await.unwrap();
+    assert!(html.contains("<h2>Who</h2>"), "{html}");
+    assert!(
+        html.contains("Deployment ci/runner mounts Secret ci/builder-token-x7k2p"),
+        "{html}"
+    );
+    d.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ready_cutover_lists_the_secrets_safe_to_delete() {
+    let dir = test_dir("attribution-ready");
+    let (sim, clock, _) = start_world(QUIET_WORLD, &dir).await;
+    let a = sim.attribution();
+    a.set_tracking_since(Some("2025-01-10"));
+    a.add_token_secret("ci", "old-token", "old");
+    a.set_label(
+        "ci",
+        "old-token",
+        "kubernetes.io/legacy-token-last-used",
+        "2025-06-01",
+    );
+    a.add_token_secret("kube-system", "never-token", "never");
+    a.add_token_secret("ci", "gone-token", "gone");
+    a.invalidate("ci", "gone-token", "2025-12-01");
+
+    let config = config_for(
+        &sim,
+        &dir.join("state.json"),
+        "30s",
+        "20s",
+        &format!("{WINDOWS}{ATTRIBUTION}"),
+    );
+    let d = Daemon::start(config, clock.clone()).await;
+    let status = d.wait_state("legacy-tokens", State::Ready).await;
+    let status = if status.attribution.is_some() {
+        status
+    } else {
+        d.wait_status("attributed", |s| s.attribution.is_some())
+            .await
+    };
+    let legacy = status
+        .attribution
+        .as_ref()
+        .unwrap()
+        .cutover("legacy-tokens")
+        .unwrap();
+    assert!(legacy.who.is_empty(), "{legacy:?}");
+    let safe: Vec<(String, &str)> = legacy
+        .safe_to_delete
+        .iter()
+        .map(|s| (s.secret.to_string(), s.class.label()))
+        .collect();
+    assert_eq!(
+        safe,
+        [
+            ("ci/gone-token".to_owned(), "invalidated"),
+            ("ci/old-token".to_owned(), "used_before_window"),
+            ("kube-system/never-token".to_owned(), "never_used"),
+        ]
+    );
+    let html = d.get("/").await.text().await.unwrap();
+    assert!(
+        html.contains("Secret kube-system/never-token (never used since tracking began)"),
+        "{html}"
+    );
+    d.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_403_makes_attribution_unavailable_and_leaves_the_verdicts_untouched() {
+    let dir = test_dir("attribution-403");
+    let (sim, clock, _) = start_world(BUSY_WORLD, &dir).await;
+    sim.attribution()
+        .add_token_secret("ci", "builder-token-x7k2p", "builder");
+    sim.attribution().set_forbidden(true);
+    let with = config_for(
+        &sim,
+        &dir.join("a.json"),
+        "30s",
+        "20s",
+        &format!("{WINDOWS}{ATTRIBUTION}"),
+    );
+    let without = config_for(&sim, &dir.join("b.json"), "30s", "20s", WINDOWS);
+    let (a, b) = (
+        Daemon::start(with, clock.clone()).await,
+        Daemon::start(without, clock.clone()).await,
+    );
+    let s = a
+        .wait_status("unavailable after an evaluation", |s| {
+            s.evaluated_at.is_some()
+                && s.attribution
+                    .as_ref()
+                    .is_some_and(|a| !a.unavailable.is_empty())
+        })
+        .await;
+    let reasons = &s.attribution.as_ref().unwrap().unavailable;
+    assert!(
+        reasons.iter().any(|r| r
+            .starts_with("attribution unavailable: token_secrets (http_403): ")
+            && r.contains("cannot list resource \"secrets\"")),
+        "{reasons:?}"
+    );
+    let legacy = s
+        .attribution
+        .as_ref()
+        .unwrap()
+        .cutover("legacy-tokens")
+        .unwrap();
+    assert!(
+        legacy.who.is_empty() && legacy.note.as_deref() == Some("token Secrets were not listed")
+    );
+    let (page, _) = a.metrics(&["cutover_attribution_errors_total"]).await;
+    assert!(
+        sample(
+            &page,
+            "cutover_attribution_errors_total",
+            &[("source", "token_secrets"), ("reason", "http_403")]
+        )
+        .is_some_and(|n| n >= 1.0)
+    );
+    // The same verdicts as a daemon without attribution, once both see the client.
+    let verdicts = |s: &cutover_auditor::status::Status| -> Vec<(String, State)> {
+        s.cutovers
+            .iter()
+            .map(|c| (c.name.to_string(), c.state))
+            .collect()
+    };
+    let sa = a.wait_state("legacy-tokens", State::InUse).await;
+    let sb = b.wait_state("legacy-tokens", State::InUse).await;
+    assert_eq!(verdicts(&sa), verdicts(&sb));
+    assert!(b.status().await.attribution.is_none(), "off by default");
+    a.stop().await;
+    b.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_record_catches_a_client_that_asks_for_secret_data() {
+    let dir = test_dir("attribution-record");
+    let (sim, _clock, _) = start_world(QUIET_WORLD, &dir).await;
+    sim.attribution()
+        .add_token_secret("ci", "builder-token-x7k2p", "builder");
+    let ca = std::fs::read(sim.ca_path()).unwrap();
+    let token = std::fs::read_to_string(sim.token_path()).unwrap();
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .build()
+        .unwrap();
+    let url = format!("https://{}/api/v1/secrets", sim.service_address());
+    // A careless client: plain JSON gets the Secret data, and is recorded as such.
+    let body = client
+        .get(&url)
+        .bearer_auth(token.trim())
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("\"data\""), "{body}");
+    let metadata = client
+        .get(&url)
+        .bearer_auth(token.trim())
+        .header("Accept", METADATA_ACCEPT)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metadata.contains("\"data\"") && metadata.contains("PartialObjectMetadataList"),
+        "{metadata}"
+    );
+    let flagged: Vec<bool> = sim
+        .attribution()
+        .requests()
+        .iter()
+        .map(|r| r.could_read_secret_data())
+        .collect();
+    assert_eq!(flagged, [true, false]);
+    sim.shutdown().await;
+}
+
+#[test]
+fn attribution_config_is_validated_and_strict() {
+    let kube = r#"
+[targets.kubernetes]
+api_server = "https://10.96.0.1:443"
+"#;
+    let parse = |extra: &str| Config::parse(&format!("{kube}{extra}"), |_| None);
+    let off = parse("").unwrap();
+    assert_eq!(off.attribution, None, "off by default");
+    let on = parse("[attribution]\ntoken_secrets = true\n").unwrap();
+    let a = on.attribution.unwrap();
+    assert_eq!(a.api_server.as_str(), "https://10.96.0.1/");
+    assert!(!a.workloads);
+    assert_eq!(a.interval, Duration::from_secs(600));
+    for (extra, want) in [
+        (
+            "[attribution]\ntoken_secret = true\n",
+            "unknown field `token_secret`",
+        ),
+        (
+            "[attribution]\nworkloads = true\n",
+            "attribution.workloads: needs attribution.token_secrets = true",
+        ),
+        (
+            "[attribution]\ntoken_secrets = true\npage_size = 0\n",
+            "attribution.page_size: 0 is outside 1..=5000",
+        ),
+        (
+            "[attribution]\ntoken_secrets = true\ninterval = \"soon\"\n",
+            "attribution.interval: \"soon\" is not a duration",
+        ),
+        (
+            "[attribution]\ntoken_secrets = true\nmax_secrets = 0\n",
+            "attribution.max_secrets: 0 is outside 1..=1000000",
+        ),
+        (
+            "[attribution]\ntoken_secrets = true\napi_server = \"http://x\"\n",
+            "attribution.api_server",
+        ),
+    ] {
+        let err = parse(extra).unwrap_err().to_string();
+        assert!(err.contains(want), "{extra}: {err}");
+    }
+    let static_targets = r#"
+[[targets.static]]
+url = "https://10.0.0.1:6443"
+[attribution]
+token_secrets = true
+"#;
+    let err = Config::parse(static_targets, |_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("attribution.api_server: required with static targets"),
+        "{err}"
+    );
+}
