@@ -429,3 +429,117 @@ token_secrets = true
         "{err}"
     );
 }
+
+/// Renders an overlay of `resources` and `components` (paths relative to the
+/// repository) with `kubectl kustomize`; the objects as JSON.
+fn render(name: &str, components: &[&str]) -> Vec<serde_json::Value> {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Kustomize refuses absolute paths: the overlay lives two levels down.
+    let dir = repo.join("target").join(format!(
+        "attribution-kustomize-{name}-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let comps: String = components
+        .iter()
+        .map(|c| format!("  - ../../{c}\n"))
+        .collect();
+    std::fs::write(
+        dir.join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../../deploy/base\ncomponents:\n{}",
+            if comps.is_empty() { "  []\n".to_owned() } else { comps }
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&dir)
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .output()
+        .expect("kubectl on PATH (see tests/it/deploy.rs)");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_yaml_ng::Deserializer::from_slice(&out.stdout)
+        .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
+        .collect()
+}
+
+/// Every (apiGroup, resource, verb) granted on resources by the rendered RBAC,
+/// with the namespace of a Role ("" for a ClusterRole).
+fn grants(objects: &[serde_json::Value]) -> Vec<(String, String, String, String)> {
+    let mut out = Vec::new();
+    for o in objects {
+        let kind = o["kind"].as_str().unwrap_or("");
+        if kind != "ClusterRole" && kind != "Role" {
+            continue;
+        }
+        let ns = o["metadata"]["namespace"].as_str().unwrap_or("").to_owned();
+        for rule in o["rules"].as_array().into_iter().flatten() {
+            for g in rule["apiGroups"].as_array().into_iter().flatten() {
+                for r in rule["resources"].as_array().into_iter().flatten() {
+                    for v in rule["verbs"].as_array().into_iter().flatten() {
+                        out.push((
+                            ns.clone(),
+                            g.as_str().unwrap().to_owned(),
+                            r.as_str().unwrap().to_owned(),
+                            v.as_str().unwrap().to_owned(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn the_attribution_component_adds_exactly_its_permissions_and_the_default_install_has_none() {
+    let base = grants(&render("base", &[]));
+    assert!(
+        !base
+            .iter()
+            .any(|(_, _, r, _)| r == "secrets" || r == "pods" || r == "configmaps"),
+        "the default install reads no Secrets, Pods or ConfigMaps: {base:?}"
+    );
+    let with = render("with", &["deploy/components/attribution"]);
+    let added: Vec<_> = grants(&with)
+        .into_iter()
+        .filter(|g| !base.contains(g))
+        .collect();
+    let s = |a: &str, b: &str, c: &str, d: &str| {
+        (a.to_owned(), b.to_owned(), c.to_owned(), d.to_owned())
+    };
+    assert_eq!(
+        added,
+        [
+            s("", "", "pods", "list"),
+            s("", "", "secrets", "list"),
+            s("", "apps", "replicasets", "list"),
+            s("", "batch", "jobs", "list"),
+            s("kube-system", "", "configmaps", "get"),
+        ]
+    );
+    let tracking = with
+        .iter()
+        .find(|o| o["kind"] == "Role" && o["metadata"]["namespace"] == "kube-system")
+        .unwrap();
+    assert_eq!(
+        tracking["rules"][0]["resourceNames"],
+        serde_json::json!(["kube-apiserver-legacy-service-account-token-tracking"])
+    );
+    for binding in with.iter().filter(|o| {
+        o["kind"].as_str().is_some_and(|k| k.ends_with("Binding"))
+            && o["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.contains("attribution") || n.contains("tracking"))
+    }) {
+        assert_eq!(binding["subjects"][0]["name"], "cutover-auditor");
+        assert_eq!(binding["subjects"][0]["namespace"], "cutover-auditor");
+    }
+}
