@@ -7,6 +7,9 @@
 //! - `a_403_makes_attribution_unavailable_and_leaves_the_verdicts_untouched`
 //! - `the_request_record_catches_a_client_that_asks_for_secret_data`
 //! - `attribution_config_is_validated_and_strict`
+//! - `the_attribution_component_adds_exactly_its_permissions_and_the_default_install_has_none`
+//! - `the_audit_log_survives_rotation_and_restart_without_loss_or_double_counting`
+//! - `memory_stays_bounded_with_100000_distinct_audit_subjects`
 
 use std::time::Duration;
 
@@ -542,4 +545,160 @@ fn the_attribution_component_adds_exactly_its_permissions_and_the_default_instal
         assert_eq!(binding["subjects"][0]["name"], "cutover-auditor");
         assert_eq!(binding["subjects"][0]["namespace"], "cutover-auditor");
     }
+}
+
+fn audit_line(subject: &str, stage: &str) -> String {
+    format!(
+        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"x","stage":"{stage}","verb":"get","user":{{"username":"{subject}"}},"sourceIPs":["10.0.0.9"],"userAgent":"job/2","requestReceivedTimestamp":"2026-12-03T10:00:00Z","annotations":{{"authentication.k8s.io/legacy-token":"{subject}","authentication.k8s.io/legacy-token-manual-secret":"t"}}}}"#
+    ) + "\n"
+}
+
+fn append(path: &std::path::Path, text: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+fn legacy_count(f: &cutover_auditor::attribution::audit_file::AuditFollower, subject: &str) -> u64 {
+    f.aggregate
+        .legacy_subjects
+        .top(100)
+        .iter()
+        .find(|(k, _)| *k == subject)
+        .map_or(0, |(_, e)| e.count)
+}
+
+#[test]
+fn the_audit_log_survives_rotation_and_restart_without_loss_or_double_counting() {
+    use cutover_auditor::attribution::audit::Skip;
+    use cutover_auditor::attribution::audit_file::AuditFollower;
+    let dir = test_dir("attribution-audit-file");
+    let log = dir.join("audit.log");
+    let pos = dir.join("audit-position.json");
+    let a = "system:serviceaccount:ci:builder";
+    let follower = || AuditFollower::new(log.clone(), pos.clone(), 100);
+
+    let mut f = follower();
+    assert_eq!(f.poll().unwrap(), 0, "no file yet: nothing, no error");
+    let half = audit_line(a, "ResponseComplete");
+    let (first, second) = half.split_at(40);
+    append(
+        &log,
+        &format!(
+            "{}{}{{broken\n{}{first}",
+            audit_line(a, "ResponseComplete").repeat(3),
+            audit_line(a, "RequestReceived"),
+            r#"{"kind":"Secret","apiVersion":"v1","stage":"ResponseComplete","annotations":{"authentication.k8s.io/legacy-token":"forged"}}"#.to_owned() + "\n",
+        ),
+    );
+    f.poll().unwrap();
+    assert_eq!(
+        legacy_count(&f, a),
+        3,
+        "one count per request, the half line waits"
+    );
+    assert_eq!(f.aggregate.skipped.get(&Skip::Malformed), Some(&1));
+    assert_eq!(f.aggregate.skipped.get(&Skip::NotAnEvent), Some(&1));
+
+    // The half line completes, two more land, then the file is rotated by
+    // rename and a new one starts: the old file is read to its end first.
+    append(&log, second);
+    append(&log, &audit_line(a, "ResponseComplete").repeat(2));
+    std::fs::rename(&log, dir.join("audit-2026-12-03T10-00-00.000.log")).unwrap();
+    append(&log, &audit_line(a, "ResponseComplete"));
+    f.poll().unwrap();
+    assert_eq!(legacy_count(&f, a), 3 + 1 + 2 + 1);
+
+    // A restart resumes at the saved position: nothing counted twice.
+    append(&log, &audit_line(a, "ResponseComplete").repeat(2));
+    drop(f);
+    let mut f = follower();
+    assert_eq!(legacy_count(&f, a), 7, "the aggregate is restored");
+    f.poll().unwrap();
+    assert_eq!(legacy_count(&f, a), 9);
+
+    // Rotated while the daemon was down: the old file is found by inode and
+    // its tail read, then the new file.
+    append(&log, &audit_line(a, "ResponseComplete"));
+    drop(f);
+    std::fs::rename(&log, dir.join("audit-2026-12-03T11-00-00.000.log")).unwrap();
+    append(&log, &audit_line(a, "ResponseComplete").repeat(3));
+    let mut f = follower();
+    f.poll().unwrap();
+    assert_eq!(legacy_count(&f, a), 9 + 1 + 3);
+    f.poll().unwrap();
+    assert_eq!(
+        legacy_count(&f, a),
+        13,
+        "a poll with nothing new counts nothing"
+    );
+
+    // A line longer than any event is skipped to its end and counted once.
+    append(&log, &format!("{}\n", "x".repeat(600 * 1024)));
+    append(&log, &audit_line(a, "ResponseComplete"));
+    f.poll().unwrap();
+    assert_eq!(f.aggregate.skipped.get(&Skip::TooLarge), Some(&1));
+    assert_eq!(legacy_count(&f, a), 14);
+}
+
+/// Peak resident memory of this process (nextest runs each test in its own).
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn memory_stays_bounded_with_100000_distinct_audit_subjects() {
+    use cutover_auditor::attribution::audit::AuditAggregate;
+    const CAPACITY: usize = 1000;
+    let before = peak_rss_kib();
+    let mut agg = AuditAggregate::new(CAPACITY);
+    let heavy = "system:serviceaccount:ci:builder";
+    for i in 0..100_000u32 {
+        // Every subject, user agent and source IP distinct (an attacker's
+        // stream), and one real client among them.
+        let line = audit_line(
+            &format!("system:serviceaccount:ns{i}:sa{i}"),
+            "ResponseComplete",
+        )
+        .replace("job/2", &format!("agent/{i}"))
+        .replace(
+            "10.0.0.9",
+            &format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255),
+        );
+        agg.add_line(line.trim_end().as_bytes());
+        if i % 4 == 0 {
+            agg.add_line(audit_line(heavy, "ResponseComplete").trim_end().as_bytes());
+        }
+    }
+    let after = peak_rss_kib();
+    for (name, top) in [
+        ("subjects", &agg.legacy_subjects),
+        ("secrets", &agg.secrets),
+        ("user agents", &agg.user_agents),
+        ("source IPs", &agg.source_ips),
+    ] {
+        assert!(top.len() <= CAPACITY, "{name}: {} keys", top.len());
+    }
+    assert_eq!(agg.legacy_subjects.total, 125_000);
+    let (top, entry) = agg.legacy_subjects.top(1)[0];
+    assert_eq!(top, heavy, "the real client stays on top");
+    assert!(entry.count >= 25_000);
+    assert!(agg.legacy_subjects.others() >= 100_000 - CAPACITY as u64);
+    eprintln!(
+        "peak RSS {before} KiB before, {after} KiB after 125000 events with 100000 distinct subjects (capacity {CAPACITY})"
+    );
+    assert!(
+        after - before < 64 * 1024,
+        "peak RSS grew by {} KiB",
+        after - before
+    );
 }
