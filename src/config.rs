@@ -61,6 +61,12 @@ pub struct AttributionConfig {
     pub ca_file: PathBuf,
     /// Bearer token file.
     pub token_file: PathBuf,
+    /// The apiserver's JSON-lines audit log to follow, if any.
+    pub audit_log: Option<PathBuf>,
+    /// Where the audit log's read position and aggregates are kept.
+    pub audit_position_file: PathBuf,
+    /// Most keys kept per audit aggregate (subjects, Secrets, user agents, IPs).
+    pub audit_capacity: usize,
 }
 
 /// Scrape settings.
@@ -328,6 +334,9 @@ struct RawAttribution {
     server_name: Option<String>,
     ca_file: Option<PathBuf>,
     token_file: Option<PathBuf>,
+    audit_log: Option<PathBuf>,
+    audit_position_file: Option<PathBuf>,
+    audit_capacity: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -637,7 +646,7 @@ impl RawConfig {
 
         let attribution = self
             .attribution
-            .and_then(|raw| raw.validate(&targets, &mut p));
+            .and_then(|raw| raw.validate(&targets, state.path.as_deref(), &mut p));
 
         if !p.0.is_empty() {
             return Err(p.0);
@@ -662,7 +671,12 @@ impl RawConfig {
 }
 
 impl RawAttribution {
-    fn validate(self, targets: &Targets, p: &mut Problems) -> Option<AttributionConfig> {
+    fn validate(
+        self,
+        targets: &Targets,
+        state: Option<&std::path::Path>,
+        p: &mut Problems,
+    ) -> Option<AttributionConfig> {
         let token_secrets = self.token_secrets.unwrap_or(false);
         let workloads = self.workloads.unwrap_or(false);
         if workloads && !token_secrets {
@@ -724,10 +738,37 @@ impl RawAttribution {
                 None
             }
         };
-        if !token_secrets {
+        let audit_capacity = match self.audit_capacity {
+            None => 1000,
+            Some(n) if (1..=100_000).contains(&n) => n as usize,
+            Some(n) => {
+                p.add(
+                    "attribution.audit_capacity",
+                    format!("{n} is outside 1..=100000"),
+                );
+                1000
+            }
+        };
+        let audit_position_file = match (&self.audit_position_file, state) {
+            (Some(path), _) => path.clone(),
+            (None, Some(state)) => state.with_file_name("audit-position.json"),
+            (None, None) => {
+                if self.audit_log.is_some() {
+                    p.add(
+                        "attribution.audit_position_file",
+                        "required when state.path is empty (the read position must survive a restart)",
+                    );
+                }
+                PathBuf::new()
+            }
+        };
+        if !token_secrets && self.audit_log.is_none() {
             return None;
         }
         Some(AttributionConfig {
+            audit_log: self.audit_log,
+            audit_position_file,
+            audit_capacity,
             token_secrets,
             workloads,
             interval,

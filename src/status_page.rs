@@ -101,6 +101,26 @@ fn who_section(html: &mut String, status: &Status) {
         } else if state != Some(State::Ready) && c.note.is_none() {
             html.push_str("<p>No token Secret was used inside the window.</p>\n");
         }
+        if !c.audit.is_empty() {
+            html.push_str("<p>In the audit log (inside the window):</p>\n<ul>\n");
+            for a in &c.audit {
+                let _ = writeln!(
+                    html,
+                    "<li class=\"mono\">{} &middot; {} use{}</li>",
+                    escape(&a.subject),
+                    a.count,
+                    if a.count == 1 { "" } else { "s" }
+                );
+            }
+            html.push_str("</ul>\n");
+            if c.audit_others > 0 {
+                let _ = writeln!(
+                    html,
+                    "<p class=\"meta\">others: {} uses</p>",
+                    c.audit_others
+                );
+            }
+        }
         if !c.safe_to_delete.is_empty() {
             html.push_str("<p>Safe to delete (not used inside the window):</p>\n<ul>\n");
             for d in &c.safe_to_delete {

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::audit::AuditAggregate;
 use super::secrets::{Class, Date, ObjectRef, Origin, TokenSecret};
 use super::workloads::Workload;
 use crate::cutover::BuiltinCutover;
@@ -33,6 +34,8 @@ pub enum Source {
     TrackingConfigmap,
     /// Pods, ReplicaSets and Jobs.
     Workloads,
+    /// The audit log file.
+    AuditLog,
 }
 
 impl Source {
@@ -49,6 +52,7 @@ impl Source {
             Source::TokenSecrets => "token_secrets",
             Source::TrackingConfigmap => "tracking_configmap",
             Source::Workloads => "workloads",
+            Source::AuditLog => "audit_log",
         }
     }
 }
@@ -78,7 +82,27 @@ pub struct Observed {
     pub mounts: Option<BTreeMap<ObjectRef, BTreeSet<Workload>>>,
     /// The sources that failed in this round.
     pub errors: Vec<SourceError>,
+    /// What the audit log said so far, when it is followed.
+    pub audit: Option<AuditAggregate>,
 }
+
+/// A subject seen in audit events using a legacy or stale token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditSubject {
+    /// `system:serviceaccount:<ns>:<name>`.
+    pub subject: String,
+    /// Uses counted since the log was first read (may overstate by `error`).
+    pub count: u64,
+    /// Most `count` may overstate (bounded memory).
+    pub error: u64,
+    /// First use seen.
+    pub first_seen: Option<Timestamp>,
+    /// Last use seen.
+    pub last_seen: Option<Timestamp>,
+}
+
+/// The most audit subjects listed per cutover.
+pub const MAX_AUDIT_LISTED: usize = 20;
 
 /// One token Secret used inside a cutover's window, with who uses it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +153,13 @@ pub struct CutoverAttribution {
     pub safe_to_delete_omitted: u64,
     /// What the sources cannot say about this cutover, if anything.
     pub note: Option<String>,
+    /// Audit log subjects whose last use falls inside the window, most
+    /// counted first (evidence: the audit annotations).
+    #[serde(default)]
+    pub audit: Vec<AuditSubject>,
+    /// Audit uses not attributed to a listed subject ("others").
+    #[serde(default)]
+    pub audit_others: u64,
 }
 
 /// Attribution of one evaluation: the additive `attribution` of
@@ -190,8 +221,38 @@ pub fn attribute(cutovers: &[CutoverStatus], observed: &Observed, now: Timestamp
             safe_to_delete: Vec::new(),
             safe_to_delete_omitted: 0,
             note: None,
+            audit: Vec::new(),
+            audit_others: 0,
         };
+        if let Some(agg) = &observed.audit {
+            let top = match builtin {
+                BuiltinCutover::LegacyTokens => Some(&agg.legacy_subjects),
+                BuiltinCutover::TokenExpiryExtension => Some(&agg.stale_subjects),
+                BuiltinCutover::LegacyAutoTokens => None,
+            };
+            if let Some(top) = top {
+                let start = now - c.window();
+                let mut listed = 0;
+                for (subject, e) in top.top(usize::MAX) {
+                    if e.last_seen.is_some_and(|t| t < start) {
+                        continue;
+                    }
+                    if ca.audit.len() < MAX_AUDIT_LISTED {
+                        listed += e.count - e.error;
+                        ca.audit.push(AuditSubject {
+                            subject: subject.to_owned(),
+                            count: e.count,
+                            error: e.error,
+                            first_seen: e.first_seen,
+                            last_seen: e.last_seen,
+                        });
+                    }
+                }
+                ca.audit_others = top.total.saturating_sub(listed);
+            }
+        }
         match (builtin, &observed.secrets) {
+            (BuiltinCutover::TokenExpiryExtension, _) if observed.audit.is_some() => {}
             (BuiltinCutover::TokenExpiryExtension, _) => {
                 ca.note = Some(
                     "stale tokens are projected tokens, which no Secret records; only audit events name their users".into(),
@@ -293,6 +354,7 @@ pub fn subjects(a: &Attribution, cutover: &str) -> BTreeSet<String> {
                     Some(sa) => format!("ServiceAccount {sa}"),
                     None => format!("Secret {}", w.secret),
                 })
+                .chain(c.audit.iter().map(|s| s.subject.clone()))
                 .collect()
         })
         .unwrap_or_default()
@@ -339,6 +401,7 @@ mod tests {
             tracking_since: Date::parse("2025-06-01"),
             mounts: Some([(builder.secret.clone(), [runner].into())].into()),
             errors: vec![],
+            audit: None,
         };
         let blocked = CutoverStatus::for_test(
             "legacy-tokens",

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::audit_file::AuditFollower;
 use super::client::{ApiError, KubeApi};
 use super::report::{self, Observed, Source, SourceError};
 use super::secrets::{
@@ -64,6 +65,9 @@ impl Lister {
             at: Some(now),
             ..Observed::default()
         };
+        if !self.config.token_secrets {
+            return observed;
+        }
         let api = match &self.api {
             Ok(api) => api,
             Err(e) => {
@@ -278,6 +282,7 @@ pub struct Attributor {
     class_window: Duration,
     observed: Observed,
     subjects: BTreeMap<String, BTreeSet<String>>,
+    audit: Option<AuditFollower>,
 }
 
 impl Attributor {
@@ -295,7 +300,15 @@ impl Attributor {
             .find(|c| c.name.builtin() == Some(BuiltinCutover::LegacyTokens))
             .map(|c| c.window)
             .unwrap_or(BuiltinCutover::LegacyTokens.default_window());
+        let audit = attribution.audit_log.clone().map(|path| {
+            AuditFollower::new(
+                path,
+                attribution.audit_position_file.clone(),
+                attribution.audit_capacity,
+            )
+        });
         Attributor {
+            audit,
             lister: Lister::new(attribution),
             clock,
             metrics,
@@ -313,6 +326,18 @@ impl Attributor {
         loop {
             let now = self.clock.now();
             self.observed = self.lister.round(now).await;
+            if let Some(follower) = &mut self.audit {
+                // Reads what was appended since the last round (bounded by
+                // what the apiserver wrote in one interval).
+                if let Err(e) = follower.poll() {
+                    self.observed.errors.push(SourceError {
+                        source: Source::AuditLog,
+                        reason: "read".into(),
+                        detail: e.to_string(),
+                    });
+                }
+                self.observed.audit = Some(follower.aggregate.clone());
+            }
             for e in &self.observed.errors {
                 warn!(
                     source = e.source.label(),

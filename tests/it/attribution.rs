@@ -10,6 +10,7 @@
 //! - `the_attribution_component_adds_exactly_its_permissions_and_the_default_install_has_none`
 //! - `the_audit_log_survives_rotation_and_restart_without_loss_or_double_counting`
 //! - `memory_stays_bounded_with_100000_distinct_audit_subjects`
+//! - `audit_log_subjects_are_named_under_their_cutovers`
 
 use std::time::Duration;
 
@@ -701,4 +702,69 @@ fn memory_stays_bounded_with_100000_distinct_audit_subjects() {
         "peak RSS grew by {} KiB",
         after - before
     );
+}
+
+/// `2026-12-03T10:00:00.000Z` for a timestamp.
+fn rfc3339(t: cutover_auditor::time::Timestamp) -> String {
+    let day = Date::of(t);
+    let ms = t.as_millis() - day.start().as_millis();
+    let (h, m, s) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60);
+    format!("{day}T{h:02}:{m:02}:{s:02}.{:03}Z", ms % 1000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_log_subjects_are_named_under_their_cutovers() {
+    let dir = test_dir("attribution-audit-daemon");
+    let (sim, clock, _) = start_world(BUSY_WORLD, &dir).await;
+    let log = dir.join("audit.log");
+    let at = rfc3339(clock.now());
+    let legacy = audit_line("system:serviceaccount:ci:builder", "ResponseComplete")
+        .replace("2026-12-03T10:00:00Z", &at);
+    let old = audit_line("system:serviceaccount:ci:gone", "ResponseComplete");
+    let stale = legacy
+        .replace(
+            r#""authentication.k8s.io/legacy-token":"system:serviceaccount:ci:builder""#,
+            r#""authentication.k8s.io/stale-token":"subject: system:serviceaccount:web:api, seconds after warning threshold: 120""#,
+        );
+    append(&log, &format!("{}{old}{stale}not json\n", legacy.repeat(2)));
+    let extra = format!(
+        "{WINDOWS}[attribution]\naudit_log = \"{}\"\ninterval = \"1m\"\n",
+        log.display()
+    );
+    let config = config_for(&sim, &dir.join("state.json"), "30s", "20s", &extra);
+    let d = Daemon::start(config, clock.clone()).await;
+    let s = d
+        .wait_status("audit attributed", |s| {
+            s.evaluated_at.is_some()
+                && s.attribution
+                    .as_ref()
+                    .and_then(|a| a.cutover("legacy-tokens"))
+                    .is_some_and(|c| !c.audit.is_empty())
+        })
+        .await;
+    let a = s.attribution.as_ref().unwrap();
+    let legacy = a.cutover("legacy-tokens").unwrap();
+    let names: Vec<(&str, u64)> = legacy
+        .audit
+        .iter()
+        .map(|s| (s.subject.as_str(), s.count))
+        .collect();
+    // The 2026-12-03 use of ci/gone is outside the 20-minute window.
+    assert_eq!(names, [("system:serviceaccount:ci:builder", 2)]);
+    assert_eq!(legacy.audit_others, 1);
+    let stale = a.cutover("token-expiry-extension").unwrap();
+    assert_eq!(stale.audit[0].subject, "system:serviceaccount:web:api");
+    assert_eq!(stale.note, None);
+    assert!(a.unavailable.is_empty(), "{:?}", a.unavailable);
+    assert!(
+        dir.join("audit-position.json").exists(),
+        "the position is kept beside the state"
+    );
+    let html = d.get("/").await.text().await.unwrap();
+    assert!(
+        html.contains("system:serviceaccount:ci:builder &middot; 2 uses"),
+        "{html}"
+    );
+    d.stop().await;
+    sim.shutdown().await;
 }

@@ -105,9 +105,12 @@ fn allowed(metric: &str, label: &str, value: &str) -> bool {
             "invalidated",
             "unknown",
         ]),
-        ("cutover_attribution_errors_total", "source") => {
-            one_of(&["token_secrets", "tracking_configmap", "workloads"])
-        }
+        ("cutover_attribution_errors_total", "source") => one_of(&[
+            "token_secrets",
+            "tracking_configmap",
+            "workloads",
+            "audit_log",
+        ]),
         ("cutover_attribution_errors_total", "reason") => one_of(&[
             "config",
             "token_unreadable",
@@ -121,6 +124,7 @@ fn allowed(metric: &str, label: &str, value: &str) -> bool {
             "decode",
             "too_many_pages",
             "too_many_secrets",
+            "read",
         ]),
         (_, "kind") => one_of(&[
             "legacy",
