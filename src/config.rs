@@ -36,6 +36,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Direct push of alerts to Alertmanager, if configured.
     pub alertmanager: Option<AlertmanagerConfig>,
+    /// Who uses legacy tokens (`[attribution]`); `None` when no source is on.
+    pub attribution: Option<AttributionConfig>,
     /// Leader election on a Lease, if enabled (several replicas).
     pub leader_election: Option<LeaderElectionConfig>,
     /// How the daemon reaches the Kubernetes API for its own objects (state
@@ -88,6 +90,35 @@ pub struct LeaderElectionConfig {
     pub retry_period: Duration,
     /// This replica's identity (`identity`, else `POD_NAME`, else `HOSTNAME`).
     pub identity: String,
+}
+
+/// Attribution settings: each source is opt-in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttributionConfig {
+    /// List token Secrets (metadata only) and read the tracking ConfigMap.
+    pub token_secrets: bool,
+    /// List Pods, ReplicaSets and Jobs to name the workloads mounting them.
+    pub workloads: bool,
+    /// Time between two listing rounds.
+    pub interval: Duration,
+    /// `limit` of one list request.
+    pub page_size: u32,
+    /// Most token Secrets kept; a cluster with more is reported, not listed.
+    pub max_secrets: usize,
+    /// The Kubernetes API (`https://host:port`).
+    pub api_server: Url,
+    /// TLS server name verified.
+    pub server_name: String,
+    /// CA bundle.
+    pub ca_file: PathBuf,
+    /// Bearer token file.
+    pub token_file: PathBuf,
+    /// The apiserver's JSON-lines audit log to follow, if any.
+    pub audit_log: Option<PathBuf>,
+    /// Where the audit log's read position and aggregates are kept.
+    pub audit_position_file: PathBuf,
+    /// Most keys kept per audit aggregate (subjects, Secrets, user agents, IPs).
+    pub audit_capacity: usize,
 }
 
 /// Scrape settings.
@@ -317,6 +348,9 @@ impl Config {
                 }
             }
         }
+        if let Some(a) = &self.attribution {
+            check("attribution", &a.token_file, &a.ca_file);
+        }
         if p.0.is_empty() {
             Ok(())
         } else {
@@ -341,6 +375,7 @@ struct RawConfig {
     log: RawLog,
     alertmanager: Option<RawAlertmanager>,
     leader_election: Option<RawLeaderElection>,
+    attribution: Option<RawAttribution>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -353,6 +388,23 @@ struct RawLeaderElection {
     renew_deadline: Option<String>,
     retry_period: Option<String>,
     identity: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAttribution {
+    token_secrets: Option<bool>,
+    workloads: Option<bool>,
+    interval: Option<String>,
+    page_size: Option<u64>,
+    max_secrets: Option<u64>,
+    api_server: Option<String>,
+    server_name: Option<String>,
+    ca_file: Option<PathBuf>,
+    token_file: Option<PathBuf>,
+    audit_log: Option<PathBuf>,
+    audit_position_file: Option<PathBuf>,
+    audit_capacity: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -798,6 +850,9 @@ impl RawConfig {
                 "the configmap backend and leader election need the Kubernetes API: use [targets.kubernetes] discovery, or run in a cluster (KUBERNETES_SERVICE_HOST/KUBERNETES_SERVICE_PORT)",
             );
         }
+        let attribution = self
+            .attribution
+            .and_then(|raw| raw.validate(&targets, state.path.as_deref(), &mut p));
 
         if !p.0.is_empty() {
             return Err(p.0);
@@ -818,6 +873,128 @@ impl RawConfig {
             state,
             log,
             alertmanager,
+            attribution,
+        })
+    }
+}
+
+impl RawAttribution {
+    fn validate(
+        self,
+        targets: &Targets,
+        state: Option<&std::path::Path>,
+        p: &mut Problems,
+    ) -> Option<AttributionConfig> {
+        let token_secrets = self.token_secrets.unwrap_or(false);
+        let workloads = self.workloads.unwrap_or(false);
+        if workloads && !token_secrets {
+            p.add(
+                "attribution.workloads",
+                "needs attribution.token_secrets = true (workloads are named by the token Secrets they mount)",
+            );
+        }
+        let interval = p.duration(
+            "attribution.interval",
+            self.interval.as_deref(),
+            Duration::from_secs(600),
+        );
+        let page_size = match self.page_size {
+            None => 500,
+            Some(n) if (1..=5_000).contains(&n) => n as u32,
+            Some(n) => {
+                p.add("attribution.page_size", format!("{n} is outside 1..=5000"));
+                500
+            }
+        };
+        let max_secrets = match self.max_secrets {
+            None => 100_000,
+            Some(n) if (1..=1_000_000).contains(&n) => n as usize,
+            Some(n) => {
+                p.add(
+                    "attribution.max_secrets",
+                    format!("{n} is outside 1..=1000000"),
+                );
+                100_000
+            }
+        };
+        let from_targets = match targets {
+            Targets::Kubernetes(k) => Some(k),
+            Targets::Static(_) => None,
+        };
+        let api_server = match (&self.api_server, from_targets) {
+            (Some(text), _) => p
+                .url("attribution.api_server", text, &["https"])
+                .and_then(|url| {
+                    if matches!(url.path(), "" | "/") {
+                        Some(url)
+                    } else {
+                        p.add(
+                            "attribution.api_server",
+                            format!("{text:?}: give only https://HOST:PORT, no path"),
+                        );
+                        None
+                    }
+                }),
+            (None, Some(k)) => Some(k.api_server.clone()),
+            (None, None) => {
+                if token_secrets {
+                    p.add(
+                        "attribution.api_server",
+                        "required with static targets (otherwise the [targets.kubernetes] API server is used)",
+                    );
+                }
+                None
+            }
+        };
+        let audit_capacity = match self.audit_capacity {
+            None => 1000,
+            Some(n) if (1..=100_000).contains(&n) => n as usize,
+            Some(n) => {
+                p.add(
+                    "attribution.audit_capacity",
+                    format!("{n} is outside 1..=100000"),
+                );
+                1000
+            }
+        };
+        let audit_position_file = match (&self.audit_position_file, state) {
+            (Some(path), _) => path.clone(),
+            (None, Some(state)) => state.with_file_name("audit-position.json"),
+            (None, None) => {
+                if self.audit_log.is_some() {
+                    p.add(
+                        "attribution.audit_position_file",
+                        "required when state.path is empty (the read position must survive a restart)",
+                    );
+                }
+                PathBuf::new()
+            }
+        };
+        if !token_secrets && self.audit_log.is_none() {
+            return None;
+        }
+        Some(AttributionConfig {
+            audit_log: self.audit_log,
+            audit_position_file,
+            audit_capacity,
+            token_secrets,
+            workloads,
+            interval,
+            page_size,
+            max_secrets,
+            api_server: api_server.unwrap_or_else(placeholder_url),
+            server_name: self
+                .server_name
+                .or_else(|| from_targets.map(|k| k.server_name.clone()))
+                .unwrap_or_else(|| "kubernetes".into()),
+            ca_file: self
+                .ca_file
+                .or_else(|| from_targets.map(|k| k.ca_file.clone()))
+                .unwrap_or_else(|| IN_CLUSTER_CA.into()),
+            token_file: self
+                .token_file
+                .or_else(|| from_targets.map(|k| k.token_file.clone()))
+                .unwrap_or_else(|| IN_CLUSTER_TOKEN.into()),
         })
     }
 }

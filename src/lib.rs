@@ -36,6 +36,8 @@
 //!   daemon so `demo` runs both on one clock.
 //! - [`alerting`]: the alerts of the rules file computed from the status,
 //!   pushed directly to Alertmanager when `[alertmanager]` is configured.
+//! - [`attribution`]: who uses legacy tokens (token Secrets, workloads),
+//!   opt-in, next to each cutover.
 //! - [`simulator`]: simulated kube-apiservers (TLS, tokens, pages, discovery,
 //!   scripted clients, ground truth) for `simulate`, `demo` and the tests.
 //!
@@ -46,6 +48,7 @@
 
 pub mod alerting;
 pub mod check;
+pub mod attribution;
 pub mod clock;
 pub mod config;
 pub mod credentials;

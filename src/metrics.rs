@@ -84,6 +84,9 @@ pub struct Metrics {
     state_conflicts: IntCounter,
     leader: IntGauge,
     lease_transitions: IntCounter,
+    token_secrets: IntGaugeVec,
+    attributed_subjects: IntGaugeVec,
+    attribution_errors: IntCounterVec,
     /// Why the last state write failed, while it is the last one.
     state_write_error: Mutex<Option<String>>,
     /// Why a follower's last load of the shared state failed, while it is the last one.
@@ -299,6 +302,27 @@ impl Metrics {
                 "cutover_lease_transitions_total",
                 "Times this replica became the leader or stopped being it."
             ))?),
+            token_secrets: reg!(IntGaugeVec::new(
+                opts(
+                    "cutover_token_secrets",
+                    "Token Secrets (type kubernetes.io/service-account-token) by class against the legacy-tokens window, from their last-used and invalid-since labels (attribution.token_secrets)."
+                ),
+                &["class"]
+            )?),
+            attributed_subjects: reg!(IntGaugeVec::new(
+                opts(
+                    "cutover_attributed_subjects",
+                    "ServiceAccounts (or Secrets without one) named as using a legacy token inside the cutover's window (attribution)."
+                ),
+                cutover
+            )?),
+            attribution_errors: reg!(IntCounterVec::new(
+                opts(
+                    "cutover_attribution_errors_total",
+                    "Attribution listings that failed, by source and reason (attribution is then unavailable; the verdicts are untouched)."
+                ),
+                &["source", "reason"]
+            )?),
             state_write_error: Mutex::new(None),
             state_load_error: Mutex::new(None),
             current_targets: Mutex::new(BTreeSet::new()),
@@ -572,6 +596,29 @@ impl Metrics {
     /// Counts a failed push to Alertmanager.
     pub fn alertmanager_error(&self) {
         self.alertmanager_errors.inc();
+    }
+
+    /// The token Secrets per class (`class` label, count).
+    pub fn set_token_secrets(&self, counts: &[(&str, u64)]) {
+        for (class, n) in counts {
+            self.token_secrets
+                .with_label_values(&[class])
+                .set(saturating_i64(*n));
+        }
+    }
+
+    /// The subjects attributed under one cutover.
+    pub fn set_attributed_subjects(&self, cutover: &str, n: u64) {
+        self.attributed_subjects
+            .with_label_values(&[cutover])
+            .set(saturating_i64(n));
+    }
+
+    /// One failed attribution listing (bounded `source` and `reason`).
+    pub fn attribution_error(&self, source: &str, reason: &str) {
+        self.attribution_errors
+            .with_label_values(&[source, reason])
+            .inc();
     }
 
     /// The Prometheus text exposition of every metric.

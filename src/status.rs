@@ -254,6 +254,10 @@ pub struct Status {
     pub targets: Vec<TargetHealth>,
     /// Token uses per kind, summed over instances.
     pub kinds: Vec<KindUses>,
+    /// Who uses legacy tokens, per cutover (`[attribution]`); absent when
+    /// attribution is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribution: Option<crate::attribution::Attribution>,
 }
 
 /// Token uses of one kind, summed over instances.

@@ -38,6 +38,7 @@ pub fn render(status: &Status, now: Timestamp) -> String {
         cutover_card(&mut html, c, status, now);
     }
     html.push_str("</section>\n");
+    who_section(&mut html, status);
 
     targets_table(&mut html, &status.targets, now);
     html.push_str(
@@ -45,6 +46,106 @@ pub fn render(status: &Status, now: Timestamp) -> String {
          <a href=\"/metrics\">/metrics</a></footer>\n</body>\n</html>\n",
     );
     html
+}
+
+/// "Who": per cutover, the workloads, ServiceAccounts and token Secrets
+/// using a legacy token inside its window, and under a ready cutover the
+/// Secrets safe to delete; nothing when attribution is off.
+fn who_section(html: &mut String, status: &Status) {
+    let Some(a) = &status.attribution else {
+        return;
+    };
+    html.push_str("<section class=\"who\">\n<h2>Who</h2>\n");
+    for reason in &a.unavailable {
+        let _ = writeln!(html, "<p class=\"down\">{}</p>", escape(reason));
+    }
+    if let Some(since) = a.tracking_since {
+        let _ = writeln!(
+            html,
+            "<p class=\"meta\">Legacy token use tracked since {since} (evidence: the Secrets' last-used labels, day precision).</p>"
+        );
+    }
+    for c in &a.cutovers {
+        let state = status
+            .cutovers
+            .iter()
+            .find(|s| s.name.label() == c.name)
+            .map(|s| s.state);
+        let _ = writeln!(html, "<h3>{}</h3>", escape(&c.name));
+        if let Some(note) = &c.note {
+            let _ = writeln!(html, "<p class=\"meta\">{}</p>", escape(note));
+        }
+        if !c.who.is_empty() {
+            html.push_str("<table><tr><th>who</th><th>ServiceAccount</th><th>Secret</th><th>last used</th><th>evidence</th></tr>\n");
+            for w in &c.who {
+                let _ = writeln!(
+                    html,
+                    "<tr><td>{}</td><td class=\"mono\">{}</td><td class=\"mono\">{}</td><td>{}</td><td>last-used label</td></tr>",
+                    escape(&w.summary),
+                    escape(
+                        &w.service_account
+                            .as_ref()
+                            .map(ToString::to_string)
+                            .unwrap_or_default()
+                    ),
+                    escape(&w.secret.to_string()),
+                    w.last_used
+                        .map(|d| d.to_string())
+                        .unwrap_or_else(|| "unknown".into()),
+                );
+            }
+            html.push_str("</table>\n");
+            if c.who_omitted > 0 {
+                let _ = writeln!(html, "<p class=\"meta\">and {} more</p>", c.who_omitted);
+            }
+        } else if state != Some(State::Ready) && c.note.is_none() {
+            html.push_str("<p>No token Secret was used inside the window.</p>\n");
+        }
+        if !c.audit.is_empty() {
+            html.push_str("<p>In the audit log (inside the window):</p>\n<ul>\n");
+            for a in &c.audit {
+                let _ = writeln!(
+                    html,
+                    "<li class=\"mono\">{} &middot; {} use{}</li>",
+                    escape(&a.subject),
+                    a.count,
+                    if a.count == 1 { "" } else { "s" }
+                );
+            }
+            html.push_str("</ul>\n");
+            if c.audit_others > 0 {
+                let _ = writeln!(
+                    html,
+                    "<p class=\"meta\">others: {} uses</p>",
+                    c.audit_others
+                );
+            }
+        }
+        if !c.safe_to_delete.is_empty() {
+            html.push_str("<p>Safe to delete (not used inside the window):</p>\n<ul>\n");
+            for d in &c.safe_to_delete {
+                let why = match d.last_used {
+                    Some(day) => format!("last used {day}"),
+                    None => "never used since tracking began".into(),
+                };
+                let _ = writeln!(
+                    html,
+                    "<li class=\"mono\">Secret {} ({})</li>",
+                    escape(&d.secret.to_string()),
+                    escape(&why)
+                );
+            }
+            html.push_str("</ul>\n");
+            if c.safe_to_delete_omitted > 0 {
+                let _ = writeln!(
+                    html,
+                    "<p class=\"meta\">and {} more</p>",
+                    c.safe_to_delete_omitted
+                );
+            }
+        }
+    }
+    html.push_str("</section>\n");
 }
 
 /// One sentence in plain words saying why the cutover is in its state.
@@ -524,6 +625,7 @@ mod tests {
             cutovers,
             targets,
             kinds: Vec::new(),
+            attribution: None,
         }
     }
 

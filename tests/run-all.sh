@@ -45,7 +45,9 @@ for f in src/lib.rs $(find src -name mod.rs); do
   fi
 done
 for core in exposition ledger window verdict status inspect check families time endpointslice \
-  config status_page simulator/world simulator/page simulator/scenario simulator/objects daemon/core; do
+  config status_page simulator/world simulator/page simulator/scenario simulator/objects \
+  simulator/attribution attribution/secrets attribution/workloads attribution/report attribution/audit \
+  daemon/core; do
   f="src/$core.rs"
   if [ -f "$f" ] && grep -n '^#!\[allow(.*clippy::disallowed_' "$f"; then
     echo "run-all: $f is core (ARCHITECTURE.md) and must not opt out of the purity lints"

@@ -255,6 +255,7 @@ impl Core {
                         .collect(),
                 })
                 .collect(),
+            attribution: None,
         };
         (status, transitions)
     }

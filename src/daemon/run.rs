@@ -586,6 +586,15 @@ pub async fn run_with_faults(
         }
     };
     names.insert(background.spawn(evaluator).id(), Task::Evaluator);
+    // Attribution (opt-in, `[attribution]`): adds who uses legacy tokens to
+    // each published status, never the verdicts; aborted when `run` returns.
+    let mut attributing = JoinSet::new();
+    if let Some(a) = config.attribution.clone() {
+        let (clock, metrics) = (clock.clone(), Arc::clone(&metrics));
+        let task =
+            crate::attribution::Attributor::new(a, &config, clock, metrics, status_tx.clone());
+        attributing.spawn(task.run());
+    }
     let mut persisting = JoinSet::new();
     if !matches!(shared.store, StateStore::Disabled) {
         let (writer, stop, faults) = (Arc::clone(&shared), stop_rx.clone(), faults.clone());

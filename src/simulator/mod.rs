@@ -17,6 +17,7 @@
 // module-wide one here would also exempt the pure `world`, `page` and
 // `scenario` below.
 pub mod objects;
+pub mod attribution;
 pub mod page;
 pub mod scenario;
 mod server;
@@ -192,6 +193,7 @@ impl Simulation {
             vip_cursor: AtomicUsize::new(0),
             shutdown: shutdown_rx,
             objects: objects::Objects::seeded(),
+            attribution: Default::default(),
         });
         drop(shared.world_now());
         let mut tasks = Vec::new();

@@ -22,7 +22,9 @@ use http_body_util::BodyExt;
 use http_body_util::Full;
 use http_body_util::combinators::BoxBody;
 use hyper::body::{Body, Frame, Incoming};
-use hyper::header::{ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
+use hyper::header::{
+    ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use rustls::ServerConfig;
@@ -37,6 +39,7 @@ use crate::endpointslice::{
 };
 use crate::time::Timestamp;
 
+use super::attribution::{AttributionSim, Reply};
 use super::page::{Bulk, render_served};
 use super::scenario::OutageMode;
 use super::world::{AuthOutcome, Presence, World};
@@ -57,6 +60,7 @@ pub(crate) struct Shared {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// ConfigMaps and Leases of one namespace (`objects.rs`).
     pub(crate) objects: super::objects::Objects,
+    pub(crate) attribution: AttributionSim,
 }
 
 /// The accepted bearer tokens: the token file's current content, replaced
@@ -423,11 +427,26 @@ async fn handle(shared: &Shared, i: usize, req: Request<Incoming>) -> Response<R
                 ),
             }
         }
-        _ => status(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            "the server could not find the requested resource",
-        ),
+        // Attribution's routes (token Secrets, the tracking ConfigMap, Pods
+        // and owners): see `attribution.rs`.
+        _ => match shared.attribution.route(
+            req.method().as_str(),
+            path,
+            req.uri().query().unwrap_or(""),
+            req.headers().get(ACCEPT).and_then(|v| v.to_str().ok()),
+        ) {
+            Some(Reply::Json(body)) => json_bytes(body),
+            Some(Reply::Error(code, reason, message)) => status(
+                StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                reason,
+                &message,
+            ),
+            None => status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "the server could not find the requested resource",
+            ),
+        },
     }
 }
 

@@ -543,6 +543,7 @@ fn json_is_the_api_status_shape() {
             total: 0,
             increases: Vec::new(),
         }],
+        attribution: None,
     })
     .unwrap();
     assert_eq!(keys(&json), keys(&reference));

@@ -10,6 +10,7 @@ mod adversarial;
 mod alert_rules;
 mod alertmanager;
 mod check;
+mod attribution;
 mod cli;
 mod config;
 mod daemon;

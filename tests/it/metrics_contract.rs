@@ -27,6 +27,9 @@ const GOLDEN: &[(&str, &[&str])] = &[
     ("cutover_apiserver_resets_total", &["instance"]),
     ("cutover_apiserver_token_uses_total", &["instance", "kind"]),
     ("cutover_build_info", &["version"]),
+    ("cutover_token_secrets", &["class"]),
+    ("cutover_attributed_subjects", &["cutover"]),
+    ("cutover_attribution_errors_total", &["reason", "source"]),
     ("cutover_clock_steps_back_total", &[]),
     ("cutover_coverage_holes_total", &["instance"]),
     ("cutover_last_evaluation_timestamp_seconds", &[]),
@@ -103,6 +106,34 @@ fn allowed(metric: &str, label: &str, value: &str) -> bool {
             "incomplete_page",
             "dns",
             "too_many_series",
+        ]),
+        ("cutover_token_secrets", "class") => one_of(&[
+            "used_in_window",
+            "used_before_window",
+            "never_used",
+            "invalidated",
+            "unknown",
+        ]),
+        ("cutover_attribution_errors_total", "source") => one_of(&[
+            "token_secrets",
+            "tracking_configmap",
+            "workloads",
+            "audit_log",
+        ]),
+        ("cutover_attribution_errors_total", "reason") => one_of(&[
+            "config",
+            "token_unreadable",
+            "connect",
+            "tls",
+            "timeout",
+            "http_401",
+            "http_403",
+            "http_404",
+            "http_other",
+            "decode",
+            "too_many_pages",
+            "too_many_secrets",
+            "read",
         ]),
         (_, "kind") => one_of(&[
             "legacy",
@@ -199,6 +230,10 @@ fn synthetic_page() -> (String, BTreeMap<String, &'static str>) {
     for kind in ScrapeErrorKind::ALL {
         metrics.observe_scrape(B, Duration::from_secs(10), Err(kind));
     }
+    // Attribution's series exist only when it is on; here, as if it were.
+    metrics.set_token_secrets(&[("used_in_window", 1), ("never_used", 2)]);
+    metrics.set_attributed_subjects("legacy-tokens", 1);
+    metrics.attribution_error("token_secrets", "http_403");
     (metrics.render().unwrap(), states)
 }
 

@@ -137,6 +137,7 @@ fn sample_status() -> Status {
             },
         ],
         kinds: Vec::new(),
+        attribution: None,
     }
 }
 
