@@ -47,8 +47,8 @@
 #![deny(missing_docs)]
 
 pub mod alerting;
-pub mod check;
 pub mod attribution;
+pub mod check;
 pub mod clock;
 pub mod config;
 pub mod credentials;

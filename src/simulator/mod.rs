@@ -16,8 +16,8 @@
 // Shell items (I/O allowed, see clippy.toml) carry their own allow: a
 // module-wide one here would also exempt the pure `world`, `page` and
 // `scenario` below.
-pub mod objects;
 pub mod attribution;
+pub mod objects;
 pub mod page;
 pub mod scenario;
 mod server;

@@ -59,6 +59,9 @@ pub fn route(method: &Method, path: &str) -> Option<Route> {
         Kind::Lease => "leases",
     };
     match parts.as_slice() {
+        // Other namespaces are not this module's (e.g. the tracking ConfigMap
+        // in kube-system is `attribution.rs`'s).
+        [ns, ..] if *ns != NAMESPACE => None,
         [ns, r] if *r == resource => Some(Route {
             method: method.clone(),
             kind,
@@ -324,7 +327,7 @@ mod tests {
     fn routes() {
         let r = route(
             &Method::GET,
-            "/api/v1/namespaces/ns/configmaps/cutover-auditor-state",
+            "/api/v1/namespaces/cutover-auditor/configmaps/cutover-auditor-state",
         )
         .unwrap();
         assert_eq!(
@@ -333,11 +336,22 @@ mod tests {
         );
         let r = route(
             &Method::POST,
-            "/apis/coordination.k8s.io/v1/namespaces/ns/leases",
+            "/apis/coordination.k8s.io/v1/namespaces/cutover-auditor/leases",
         )
         .unwrap();
         assert_eq!((r.kind, r.name), (Kind::Lease, None));
-        assert_eq!(route(&Method::GET, "/api/v1/namespaces/ns/secrets/x"), None);
+        assert_eq!(
+            route(&Method::GET, "/api/v1/namespaces/cutover-auditor/secrets/x"),
+            None
+        );
+        // Another namespace's ConfigMaps are not these objects.
+        assert_eq!(
+            route(
+                &Method::GET,
+                "/api/v1/namespaces/kube-system/configmaps/cutover-auditor-state"
+            ),
+            None
+        );
         assert_eq!(route(&Method::GET, "/metrics"), None);
     }
 
