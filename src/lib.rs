@@ -14,6 +14,8 @@
 //! - [`verdict`]: per cutover, the state, its reason and its numbers.
 //! - [`endpointslice`]: the EndpointSlice JSON shape used for discovery.
 //! - [`inspect`]: what `cutover-auditor inspect` prints for one page.
+//! - [`history`]: Prometheus-compatible history (raw samples) fed to the
+//!   ledger as scrapes would be; its HTTP client is shell.
 //!
 //! The shell around it:
 //!
@@ -52,6 +54,7 @@ pub mod endpointslice;
 pub mod exposition;
 pub mod families;
 pub mod gofmt;
+pub mod history;
 pub mod inspect;
 pub mod ledger;
 pub mod metrics;
