@@ -61,6 +61,8 @@ pub struct Metrics {
     task_failures: IntCounterVec,
     state_write_errors: IntCounter,
     state_last_write_success: Gauge,
+    history_errors: IntCounterVec,
+    history_last_success: Gauge,
     /// Why the last state write failed, while it is the last one.
     state_write_error: Mutex<Option<String>>,
     /// The current targets: the only instances with per-instance series.
@@ -247,6 +249,17 @@ impl Metrics {
                 "cutover_state_last_write_success_timestamp_seconds",
                 "When the state file was last written successfully (Unix seconds; 0 if not yet)."
             ))?),
+            history_errors: reg!(IntCounterVec::new(
+                opts(
+                    "cutover_history_errors_total",
+                    "Failed queries of the Prometheus-compatible history source, by bounded reason (history_unreachable, history_rejected, history_incomplete)."
+                ),
+                &["reason"]
+            )?),
+            history_last_success: reg!(Gauge::with_opts(opts(
+                "cutover_history_last_success_timestamp_seconds",
+                "When a query of the history source last succeeded (Unix seconds; 0 if not yet, or no [history])."
+            ))?),
             state_write_error: Mutex::new(None),
             current_targets: Mutex::new(BTreeSet::new()),
             registry,
@@ -265,6 +278,9 @@ impl Metrics {
         }
         for task in TASKS {
             m.task_failures.with_label_values(&[task]);
+        }
+        for kind in crate::history::HistoryErrorKind::ALL {
+            m.history_errors.with_label_values(&[kind.label()]);
         }
         Ok(m)
     }
@@ -455,6 +471,15 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
+    }
+
+    /// Records a history query (or backfill) at `at`: successful, or failed
+    /// for the bounded `error` reason.
+    pub fn observe_history(&self, at: Timestamp, error: Option<crate::history::HistoryErrorKind>) {
+        match error {
+            None => self.history_last_success.set(at.as_secs_f64()),
+            Some(kind) => self.history_errors.with_label_values(&[kind.label()]).inc(),
+        }
     }
 
     /// Counts a failed push to Alertmanager.

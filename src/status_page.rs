@@ -30,6 +30,9 @@ pub fn render(status: &Status, now: Timestamp) -> String {
         escape(&status.version)
     );
 
+    if let Some(line) = history_line(status) {
+        let _ = writeln!(html, "<p class=\"meta\">{}</p>", escape(&line));
+    }
     html.push_str("<section class=\"cutovers\">\n");
     if status.cutovers.is_empty() {
         html.push_str("<p>No cutover is enabled in the configuration.</p>\n");
@@ -45,6 +48,26 @@ pub fn render(status: &Status, now: Timestamp) -> String {
          <a href=\"/metrics\">/metrics</a></footer>\n</body>\n</html>\n",
     );
     html
+}
+
+/// Where the evidence came from, when `[history]` is configured: "judged
+/// from Prometheus history since …", and what failed if the last query did.
+pub fn history_line(status: &Status) -> Option<String> {
+    let h = status.history.as_ref()?;
+    let mut line = match (h.since, h.only_source) {
+        (Some(since), true) => format!("Judged from Prometheus history since {since}."),
+        (Some(since), false) => format!(
+            "Judged from Prometheus history since {since}{}, then from the auditor's own scrapes.",
+            h.until.map(|u| format!(" until {u}")).unwrap_or_default()
+        ),
+        (None, _) => "No Prometheus history read yet.".to_owned(),
+    };
+    if let (Some(reason), Some(detail)) = (&h.last_error, &h.last_error_detail) {
+        line.push_str(&format!(
+            " The last history query failed ({reason}): {detail}"
+        ));
+    }
+    Some(line)
 }
 
 /// One sentence in plain words saying why the cutover is in its state.
@@ -524,6 +547,7 @@ mod tests {
             cutovers,
             targets,
             kinds: Vec::new(),
+            history: None,
         }
     }
 

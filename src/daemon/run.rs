@@ -18,11 +18,12 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use super::core::Core;
+use super::history_feed::{self, HistoryFeed};
 use super::supervise::supervise_scrapers;
 use super::targets::{Listed, Resolver, discover};
 use crate::alerting::Pusher;
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, Source};
 use crate::metrics::Metrics;
 use crate::server::{self, Admin};
 use crate::state::{self, Loaded, Snapshot};
@@ -94,6 +95,9 @@ pub enum DaemonError {
     /// Discovery could not be set up.
     #[error("cannot set up discovery")]
     Discovery(#[from] crate::discovery::DiscoveryError),
+    /// The history source (`[history]`) could not be set up.
+    #[error("cannot set up the history source")]
+    History(#[from] crate::history::HistoryError),
     /// An essential task (discovery, the scrape supervisor, the evaluator)
     /// panicked or ended: the daemon drained and stopped, so that its
     /// supervisor (Kubernetes) restarts it.
@@ -353,6 +357,7 @@ pub async fn run_with_faults(
 
     let (snapshot, resume) = load_state(&config, clock.now());
     let core = Core::start(&config, snapshot);
+    let history = HistoryFeed::new(&config)?;
     let ready = Arc::new(AtomicBool::new(false));
     let shared = Arc::new(Shared {
         core: Mutex::new(core),
@@ -361,6 +366,7 @@ pub async fn run_with_faults(
         clock: clock.clone(),
         scrape_slots: Semaphore::new(MAX_CONCURRENT_SCRAPES),
         readiness: Readiness::new(Arc::clone(&ready)),
+        history,
     });
     // Everything that can fail is built before the first task starts: an
     // error returns with nothing left running (the listener closes with it).
@@ -369,7 +375,11 @@ pub async fn run_with_faults(
         None => None,
     };
     let (targets_tx, targets_rx) = watch::channel::<Option<Vec<Listed>>>(None);
-    let discovery = discover(Arc::clone(&shared), targets_tx, resolver)?;
+    // With history as the only source, nothing is discovered or scraped.
+    let discovery = match config.source {
+        Source::Scrape => Some(discover(Arc::clone(&shared), targets_tx, resolver)?),
+        Source::Prometheus => None,
+    };
 
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "serving /metrics, /healthz, /readyz, /api/v1/status and the status page");
@@ -437,21 +447,31 @@ pub async fn run_with_faults(
         );
         names.insert(background.spawn(pushing).id(), Task::AlertmanagerPusher);
     }
-    let discovering = {
-        let faults = faults.clone();
-        async move {
-            faults.trip(Task::Discovery);
-            discovery.await;
-        }
-    };
-    names.insert(background.spawn(discovering).id(), Task::Discovery);
+    let discovering_faults = faults.clone();
     let mut scraping = JoinSet::new();
-    let supervisor = supervise_scrapers(Arc::clone(&shared), targets_rx, stop_rx.clone());
-    let faults_ = faults.clone();
-    scraping.spawn(async move {
-        faults_.trip(Task::ScrapeSupervisor);
-        supervisor.await;
-    });
+    if let Some(discovery) = discovery {
+        let discovering = async move {
+            discovering_faults.trip(Task::Discovery);
+            discovery.await;
+        };
+        names.insert(background.spawn(discovering).id(), Task::Discovery);
+        let supervisor = supervise_scrapers(Arc::clone(&shared), targets_rx, stop_rx.clone());
+        let faults_ = faults.clone();
+        let backfill = history_feed::before_scraping(Arc::clone(&shared), stop_rx.clone());
+        scraping.spawn(async move {
+            faults_.trip(Task::ScrapeSupervisor);
+            backfill.await;
+            supervisor.await;
+        });
+    } else {
+        // The poller takes the supervisor's place (and its name in failures).
+        let faults_ = faults.clone();
+        let poller = history_feed::run_as_source(Arc::clone(&shared), stop_rx.clone());
+        scraping.spawn(async move {
+            faults_.trip(Task::ScrapeSupervisor);
+            poller.await;
+        });
+    }
     let evaluator = {
         let shared = Arc::clone(&shared);
         let emit = emit.clone();
@@ -633,6 +653,7 @@ pub(super) struct Shared {
     pub(super) clock: Clock,
     pub(super) scrape_slots: Semaphore,
     readiness: Readiness,
+    pub(super) history: Option<HistoryFeed>,
 }
 
 impl Shared {
@@ -649,6 +670,10 @@ impl Shared {
         let (status, transitions) = self
             .lock()
             .evaluate(&self.config.cutovers, &self.metrics, now);
+        let mut status = status;
+        if let Some(history) = &self.history {
+            history.annotate(&mut status, now);
+        }
         for (transition, assessment) in transitions {
             log_transition(&transition, &assessment, now);
             emit(Event::Transition {

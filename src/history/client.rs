@@ -89,17 +89,28 @@ pub async fn backfill_with(
         let end = Timestamp::from_millis(start.as_millis().saturating_add(chunk_ms)).min(to);
         let range =
             Duration::from_millis(u64::try_from(end.as_millis() - start.as_millis()).unwrap_or(0));
-        let mut families = Vec::new();
-        for family in queried_families() {
-            let series = client.range(family, end, range).await?;
-            report.queries += 1;
-            families.push((family, series));
-        }
+        let families = fetch_chunk(client, end, range).await?;
+        report.queries += families.len() as u32;
         report.fed.add(feeder.feed_chunk(ledger, &families, end));
         report.chunks += 1;
         start = end;
     }
     Ok(report)
+}
+
+/// The raw samples over `(at - range, at]` of every family the feeder
+/// reads, one query per family, paired with the family's name: the input of
+/// [`Feeder::feed_chunk`].
+pub async fn fetch_chunk(
+    client: &HistoryClient,
+    at: Timestamp,
+    range: Duration,
+) -> Result<Vec<(&'static str, Vec<Series>)>, HistoryError> {
+    let mut families = Vec::new();
+    for family in queried_families() {
+        families.push((family, client.range(family, at, range).await?));
+    }
+    Ok(families)
 }
 
 /// `up`, the start time, the token counters and the reset sentinel.

@@ -103,13 +103,16 @@ impl ChunkOutcome {
     }
 }
 
+/// A counter series as the source has it: family, all labels, samples.
+type RawCounter = (String, BTreeMap<String, String>, Vec<(Timestamp, f64)>);
+
 /// One instance's series in a chunk.
 #[derive(Default)]
 struct InstanceChunk {
     up: Vec<(Timestamp, f64)>,
     has_up: bool,
     start_times: Vec<(Timestamp, f64)>,
-    counters: Vec<(String, BTreeMap<String, String>, Vec<(Timestamp, f64)>)>,
+    counters: Vec<RawCounter>,
     target_labels: BTreeSet<String>,
 }
 
@@ -121,6 +124,18 @@ impl Feeder {
             instance_label: instance_label.to_owned(),
             max_gap_factor: max_gap_factor.max(2),
             instances: BTreeMap::new(),
+        }
+    }
+
+    /// Continues after what `ledger` already holds: per instance, samples
+    /// at or before its last recorded scrape are skipped (after a resume
+    /// from the state file, or a backfill into that ledger by another feeder).
+    pub fn resume_after(&mut self, ledger: &Ledger) {
+        for (name, l) in ledger.instances() {
+            let state = self.instances.entry(name.to_owned()).or_default();
+            let last = l.last_seen();
+            state.last_attempt = state.last_attempt.max(Some(last));
+            state.last_recorded = state.last_recorded.max(Some(last));
         }
     }
 
@@ -346,9 +361,7 @@ fn merge(a: Vec<(Timestamp, f64)>, b: Vec<(Timestamp, f64)>) -> Vec<(Timestamp, 
 
 /// Label names every counter series of an instance carries: its target
 /// labels, when it has neither `up` nor a start time series.
-fn common_labels(
-    counters: &[(String, BTreeMap<String, String>, Vec<(Timestamp, f64)>)],
-) -> BTreeSet<String> {
+fn common_labels(counters: &[RawCounter]) -> BTreeSet<String> {
     let mut iter = counters.iter();
     let Some(first) = iter.next() else {
         return BTreeSet::new();
@@ -373,4 +386,265 @@ fn median_spacing(previous: Option<Timestamp>, attempts: &[Timestamp]) -> Option
     }
     gaps.sort();
     Some(gaps[gaps.len() / 2])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEGACY: &str = "serviceaccount_legacy_tokens_total";
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_secs(1_800_000_000 + s)
+    }
+
+    fn labels(instance: &str, name: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("__name__".to_owned(), name.to_owned()),
+            ("instance".to_owned(), instance.to_owned()),
+            ("job".to_owned(), "apiserver".to_owned()),
+            ("namespace".to_owned(), "default".to_owned()),
+        ])
+    }
+
+    fn series(instance: &str, name: &str, samples: &[(i64, f64)]) -> Series {
+        Series {
+            labels: labels(instance, name),
+            samples: samples.iter().map(|&(s, v)| (t(s), v)).collect(),
+        }
+    }
+
+    /// One instance scraped every 30 s over `[from, to]` with `legacy(s)`
+    /// uses and start time `start(s)`, except at `missing` times.
+    fn instance(
+        name: &str,
+        from: i64,
+        to: i64,
+        legacy: impl Fn(i64) -> f64,
+        start: impl Fn(i64) -> f64,
+        missing: impl Fn(i64) -> bool,
+    ) -> Vec<(&'static str, Series)> {
+        let times: Vec<i64> = (from..=to).step_by(30).filter(|s| !missing(*s)).collect();
+        let up: Vec<(i64, f64)> = times.iter().map(|&s| (s, 1.0)).collect();
+        let l: Vec<(i64, f64)> = times.iter().map(|&s| (s, legacy(s))).collect();
+        let st: Vec<(i64, f64)> = times.iter().map(|&s| (s, start(s))).collect();
+        vec![
+            (UP, series(name, UP, &up)),
+            (LEGACY, series(name, LEGACY, &l)),
+            (PROCESS_START_TIME, series(name, PROCESS_START_TIME, &st)),
+        ]
+    }
+
+    fn chunk(parts: Vec<Vec<(&'static str, Series)>>) -> Vec<(&'static str, Vec<Series>)> {
+        let mut by: BTreeMap<&'static str, Vec<Series>> = BTreeMap::new();
+        for (family, s) in parts.into_iter().flatten() {
+            by.entry(family).or_default().push(s);
+        }
+        by.into_iter().collect()
+    }
+
+    fn start_at(s: i64) -> f64 {
+        t(s).as_secs_f64()
+    }
+
+    #[test]
+    fn samples_feed_exact_increments_with_target_labels_dropped() {
+        let mut ledger = Ledger::default();
+        let mut f = Feeder::new("instance", 3);
+        let out = f.feed_chunk(
+            &mut ledger,
+            &chunk(vec![instance(
+                "a:1",
+                0,
+                600,
+                |s| (s / 300) as f64,
+                |_| start_at(-100),
+                |_| false,
+            )]),
+            t(600),
+        );
+        assert_eq!(out.observations, 21);
+        assert_eq!((out.resets, out.holes, out.unusable), (0, 0, 0));
+        let a = ledger.instance("a:1").unwrap();
+        assert_eq!(a.increase(LEGACY, t(0)), 2);
+        assert_eq!(a.last_increase(LEGACY), Some(t(600)));
+        // The key is the one a scrape gives: no job, instance or namespace.
+        assert_eq!(ledger.family_total(LEGACY), 2);
+        assert!(a.has_family(LEGACY));
+        assert!(a.unobserved(t(0), t(600)).is_empty());
+    }
+
+    #[test]
+    fn restarts_and_decreases_are_resets_as_in_scrapes() {
+        let mut ledger = Ledger::default();
+        let mut f = Feeder::new("instance", 3);
+        // Restart at 300 s (new start time, counter from zero), then a
+        // DELETE /metrics at 600 s (counter down, same start time).
+        let legacy = |s: i64| match s {
+            ..300 => 10.0,
+            300..600 => 2.0,
+            _ => 1.0,
+        };
+        let start = |s: i64| {
+            if s < 300 {
+                start_at(-1000)
+            } else {
+                start_at(290)
+            }
+        };
+        let out = f.feed_chunk(
+            &mut ledger,
+            &chunk(vec![instance("a:1", 0, 900, legacy, start, |_| false)]),
+            t(900),
+        );
+        assert_eq!(out.resets, 2);
+        let a = ledger.instance("a:1").unwrap();
+        assert_eq!(a.resets_total(), 2);
+        // 2 counted from the restart, 1 from the decrease.
+        assert_eq!(a.increase(LEGACY, t(0)), 3);
+        let holes = a.unobserved(t(0), t(900));
+        assert_eq!(
+            holes,
+            vec![Interval::new(t(270), t(290)), Interval::new(t(570), t(600))]
+        );
+    }
+
+    #[test]
+    fn a_gap_longer_than_the_bound_is_a_hole_and_a_shorter_one_is_not() {
+        let mut ledger = Ledger::default();
+        let mut f = Feeder::new("instance", 3);
+        // Two missed scrapes (a 90 s gap, 3 × 30 s: within the bound), then
+        // a 5-minute gap.
+        let missing = |s: i64| (120..=150).contains(&s) || (400 < s && s < 700);
+        let out = f.feed_chunk(
+            &mut ledger,
+            &chunk(vec![instance(
+                "a:1",
+                0,
+                900,
+                |_| 1.0,
+                |_| start_at(-10),
+                missing,
+            )]),
+            t(900),
+        );
+        assert_eq!(out.holes, 1);
+        let a = ledger.instance("a:1").unwrap();
+        assert_eq!(
+            a.unobserved(t(0), t(900)),
+            vec![Interval::new(t(390), t(720))]
+        );
+        assert_eq!(a.holes_total(), 1);
+    }
+
+    #[test]
+    fn an_instance_whose_up_stops_leaves_and_one_without_up_stays_unobserved() {
+        let mut ledger = Ledger::default();
+        let mut f = Feeder::new("instance", 3);
+        let mut parts = vec![instance(
+            "a:1",
+            0,
+            300,
+            |_| 1.0,
+            |_| start_at(-10),
+            |_| false,
+        )];
+        // b has no `up`: only its counter and start time.
+        let b = instance("b:1", 0, 300, |_| 1.0, |_| start_at(-10), |_| false);
+        parts.push(b.into_iter().filter(|(f, _)| *f != UP).collect());
+        f.feed_chunk(&mut ledger, &chunk(parts), t(3600));
+        let a = ledger.instance("a:1").unwrap();
+        assert_eq!(a.gone_at(), Some(t(300)));
+        assert_eq!(a.required(t(0), t(3600)), Interval::new(t(0), t(300)));
+        let b = ledger.instance("b:1").unwrap();
+        assert_eq!(b.gone_at(), None);
+        assert_eq!(
+            b.unobserved(t(0), t(3600)),
+            vec![Interval::new(t(300), t(3600))]
+        );
+    }
+
+    #[test]
+    fn failed_scrapes_and_values_that_are_no_counters_record_nothing() {
+        let mut ledger = Ledger::default();
+        let mut f = Feeder::new("instance", 3);
+        let mut parts = instance(
+            "a:1",
+            0,
+            120,
+            |s| if s == 60 { f64::NAN } else { (s / 30) as f64 },
+            |_| start_at(-10),
+            |_| false,
+        );
+        // up == 0 at 90 s: the source's scrape failed (its counter sample
+        // there is ignored).
+        parts[0].1.samples[3].1 = 0.0;
+        let out = f.feed_chunk(&mut ledger, &chunk(vec![parts]), t(120));
+        assert_eq!(out.observations, 3);
+        assert_eq!(out.unusable, 1);
+        let a = ledger.instance("a:1").unwrap();
+        assert_eq!(
+            a.increase(LEGACY, t(0)),
+            4,
+            "0 → 4 across the failed scrapes"
+        );
+        assert!(a.unobserved(t(0), t(120)).is_empty());
+    }
+
+    #[test]
+    fn an_up_instance_never_scraped_successfully_is_listed() {
+        let mut ledger = Ledger::default();
+        let mut f = Feeder::new("instance", 3);
+        let up = series("a:1", UP, &[(0, 0.0), (30, 0.0), (60, 0.0)]);
+        f.feed_chunk(&mut ledger, &[(UP, vec![up])], t(60));
+        assert_eq!(ledger.listed_unscraped().count(), 1);
+        assert!(ledger.instance("a:1").is_none());
+    }
+
+    #[test]
+    fn overlapping_chunks_never_count_a_sample_twice() {
+        let mut one = Ledger::default();
+        let mut f = Feeder::new("instance", 3);
+        let all = instance(
+            "a:1",
+            0,
+            1200,
+            |s| (s / 100) as f64,
+            |_| start_at(-10),
+            |_| false,
+        );
+        f.feed_chunk(&mut one, &chunk(vec![all.clone()]), t(1200));
+        let mut two = Ledger::default();
+        let mut g = Feeder::new("instance", 3);
+        // [0, 600] then [600, 1200]: the boundary sample is in both.
+        let part = |lo: i64, hi: i64| {
+            all.iter()
+                .map(|(family, s)| {
+                    let mut s = s.clone();
+                    s.samples.retain(|(at, _)| *at >= t(lo) && *at <= t(hi));
+                    (*family, s)
+                })
+                .collect::<Vec<_>>()
+        };
+        g.feed_chunk(&mut two, &chunk(vec![part(0, 600)]), t(600));
+        g.feed_chunk(&mut two, &chunk(vec![part(600, 1200)]), t(1200));
+        assert_eq!(one, two);
+        assert_eq!(two.family_total(LEGACY), 12);
+    }
+
+    #[test]
+    fn instances_are_fed_in_time_order_so_a_new_process_counts_from_its_start() {
+        let mut ledger = Ledger::default();
+        let mut f = Feeder::new("instance", 3);
+        // c starts at 400 s with 3 uses already counted: all inside the span.
+        let parts = vec![
+            instance("c:1", 420, 600, |_| 3.0, |_| start_at(400), |_| false),
+            instance("a:1", 0, 600, |_| 5.0, |_| start_at(-10), |_| false),
+        ];
+        f.feed_chunk(&mut ledger, &chunk(parts), t(600));
+        let c = ledger.instance("c:1").unwrap();
+        assert_eq!(c.increase(LEGACY, t(0)), 3);
+        assert_eq!(c.required(t(0), t(600)), Interval::new(t(400), t(600)));
+        assert_eq!(ledger.instance("a:1").unwrap().increase(LEGACY, t(0)), 0);
+    }
 }

@@ -21,7 +21,9 @@ mod error;
 mod feed;
 mod parse;
 
-pub use self::client::{BackfillReport, HistoryClient, backfill_ledger, backfill_with};
+pub use self::client::{
+    BackfillReport, HistoryClient, backfill_ledger, backfill_with, fetch_chunk,
+};
 pub use self::error::{HistoryError, HistoryErrorKind};
 pub use self::feed::{ChunkOutcome, Feeder};
 pub use self::parse::{Series, parse_query_response};

@@ -29,6 +29,8 @@ const GOLDEN: &[(&str, &[&str])] = &[
     ("cutover_build_info", &["version"]),
     ("cutover_clock_steps_back_total", &[]),
     ("cutover_coverage_holes_total", &["instance"]),
+    ("cutover_history_errors_total", &["reason"]),
+    ("cutover_history_last_success_timestamp_seconds", &[]),
     ("cutover_last_evaluation_timestamp_seconds", &[]),
     ("cutover_last_use_timestamp_seconds", &["cutover"]),
     ("cutover_ready", &["cutover"]),
@@ -94,6 +96,11 @@ fn allowed(metric: &str, label: &str, value: &str) -> bool {
             "incomplete_page",
             "dns",
             "too_many_series",
+        ]),
+        ("cutover_history_errors_total", "reason") => one_of(&[
+            "history_unreachable",
+            "history_rejected",
+            "history_incomplete",
         ]),
         (_, "kind") => one_of(&[
             "legacy",
