@@ -20,6 +20,7 @@ mod evidence;
 mod exposition;
 mod fault_matrix;
 mod fuzz_regressions;
+mod history;
 mod inspect;
 mod ledger_props;
 mod metrics_contract;
