@@ -32,13 +32,16 @@ pub struct Recording {
     pub gaps: Vec<(usize, Duration, Duration)>,
 }
 
+/// One metric's series: label text (`job="…",instance="…"`) to samples.
+pub type SeriesByLabels = BTreeMap<String, Vec<(Timestamp, f64)>>;
+
 /// What the history source stored, and the world behind it.
 pub struct History {
     /// The world at `end`: its log is the ground truth.
     pub world: World,
     /// Series by name, then by label text (`job="…",instance="…"`), with
     /// their samples in time order.
-    pub series: BTreeMap<&'static str, BTreeMap<String, Vec<(Timestamp, f64)>>>,
+    pub series: BTreeMap<&'static str, SeriesByLabels>,
     /// Every scrape the source made, as the auditor's own scrape of the
     /// same page would observe it: `(time, instance address, observation)`.
     pub scrapes: Vec<(Timestamp, String, Observation)>,
@@ -53,8 +56,7 @@ pub fn instance_address(i: usize) -> String {
 /// instance every `rec.step` except inside its gaps.
 pub fn record(scenario: &Scenario, rec: &Recording) -> History {
     let mut world = World::new(scenario, rec.origin);
-    let mut series: BTreeMap<&'static str, BTreeMap<String, Vec<(Timestamp, f64)>>> =
-        BTreeMap::new();
+    let mut series: BTreeMap<&'static str, SeriesByLabels> = BTreeMap::new();
     let mut scrapes = Vec::new();
     let step = rec.step.max(Duration::from_secs(1));
     let mut at = rec.origin;
