@@ -424,6 +424,17 @@ async fn endpoint(status: u16, headers: &'static str, body: Vec<u8>) -> String {
     format!("http://{addr}")
 }
 
+/// A bad answer: name, HTTP status, extra headers, body, and the reason
+/// and text the error must carry.
+type BadCase = (
+    &'static str,
+    u16,
+    &'static str,
+    Vec<u8>,
+    HistoryErrorKind,
+    &'static str,
+);
+
 const MATRIX_OUT_OF_ORDER: &str = r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"__name__":"up","instance":"a:1"},"values":[[1700000060,"1"],[1700000000,"1"]]}]}}"#;
 
 #[tokio::test]
@@ -434,7 +445,7 @@ async fn bad_answers_give_their_reason_and_never_evidence() {
         b.extend(std::iter::repeat_n(b'[', 200_000));
         b
     };
-    let cases: Vec<(&str, u16, &'static str, Vec<u8>, HistoryErrorKind, &str)> = vec![
+    let cases: Vec<BadCase> = vec![
         ("garbage", 200, "", b"\x00\xffgarbage".to_vec(), HistoryRejected, "not a Prometheus API answer"),
         ("html", 200, "content-type: text/html\r\n", b"<!DOCTYPE html><html>Grafana</html>".to_vec(), HistoryRejected, "HTML page"),
         ("status error", 422, "", br#"{"status":"error","errorType":"execution","error":"query processing would load too many samples into memory in query execution"}"#.to_vec(), HistoryRejected, "too many samples"),
