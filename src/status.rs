@@ -203,7 +203,7 @@ pub struct HistoryStatus {
     pub only_source: bool,
     /// The first sample read from history, if any.
     pub since: Option<Timestamp>,
-    /// The end of the span read from history: own scrapes follow it (with
+    /// The last sample read from history: own scrapes follow it (with
     /// `source = "scrape"`).
     pub until: Option<Timestamp>,
     /// When a query last succeeded.

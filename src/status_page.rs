@@ -884,6 +884,40 @@ mod tests {
     }
 
     #[test]
+    fn the_page_says_where_the_evidence_came_from() {
+        let since = NOW - Duration::from_secs(8 * 86_400);
+        let mut s = status(Vec::new(), Vec::new());
+        assert!(!render(&s, NOW).contains("history"));
+        s.history = Some(crate::status::HistoryStatus {
+            only_source: true,
+            since: Some(since),
+            until: Some(NOW),
+            ..Default::default()
+        });
+        check_page(
+            &s,
+            &[&format!("Judged from Prometheus history since {since}.")],
+        );
+        s.history = Some(crate::status::HistoryStatus {
+            only_source: false,
+            since: Some(since),
+            until: Some(NOW),
+            last_error: Some("history_rejected".into()),
+            last_error_detail: Some("history_rejected: <html> page".into()),
+            ..Default::default()
+        });
+        check_page(
+            &s,
+            &[
+                &format!(
+                    "Judged from Prometheus history since {since} until {NOW}, then from the auditor&#39;s own scrapes."
+                ),
+                "The last history query failed (history_rejected): history_rejected: &lt;html&gt; page",
+            ],
+        );
+    }
+
+    #[test]
     fn before_the_first_evaluation() {
         let s = Status::default();
         check_page(

@@ -90,7 +90,11 @@ impl HistoryFeed {
             if h.since.is_none() {
                 h.since = report.fed.first_sample;
             }
-            h.until = Some(h.until.map_or(report.to, |u| u.max(report.to)));
+            // Evidence from history ends at its last sample, not at the
+            // end of the span asked for.
+            if let Some(last) = report.fed.last_sample {
+                h.until = Some(h.until.map_or(last, |u| u.max(last)));
+            }
             h.last_success = Some(now);
             h.last_error = None;
             h.last_error_detail = None;

@@ -30,6 +30,9 @@ pub struct Recording {
     /// Spans `(instance, from, to)` (offsets from `origin`) in which the
     /// history source did not scrape the instance at all (no `up` either).
     pub gaps: Vec<(usize, Duration, Duration)>,
+    /// The `instance` label of each instance, by index; instances beyond
+    /// the list get [`instance_address`].
+    pub addresses: Vec<String>,
 }
 
 /// One metric's series: label text (`job="…",instance="…"`) to samples.
@@ -73,7 +76,11 @@ pub fn record(scenario: &Scenario, rec: &Recording) -> History {
             {
                 continue;
             }
-            let address = instance_address(i);
+            let address = rec
+                .addresses
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| instance_address(i));
             let target = format!("job={:?},instance={:?}", rec.job, address);
             let mut push = |name: &'static str, labels: &str, value: f64| {
                 series
@@ -184,11 +191,12 @@ mod tests {
             step: Duration::from_secs(30),
             job: "apiserver".into(),
             gaps: vec![(1, Duration::from_secs(30), Duration::from_secs(60))],
+            addresses: vec!["192.0.2.1:443".into()],
         };
         let h = record(&scenario, &rec);
         let text = h.openmetrics();
         assert!(text.ends_with("# EOF\n"));
-        assert!(text.contains("up{job=\"apiserver\",instance=\"10.0.0.10:6443\"} 1 1800000030\n"));
+        assert!(text.contains("up{job=\"apiserver\",instance=\"192.0.2.1:443\"} 1 1800000030\n"));
         // Instance 1 was not scraped inside its gap.
         assert!(!text.contains("instance=\"10.0.0.11:6443\"} 1 1800000030"));
         assert_eq!(h.scrapes.len(), 4 + 3);

@@ -14,6 +14,7 @@
 //! `serve_with_prometheus_as_the_only_source_judges_from_history`,
 //! `bad_answers_give_their_reason_and_never_evidence`,
 //! `a_daemon_on_a_broken_source_stays_blind_and_says_why`,
+//! `backfill_then_own_scrapes_of_the_same_apiservers_agree`,
 //! `history_config_is_validated_and_names_its_keys`.
 
 use std::path::{Path, PathBuf};
@@ -27,12 +28,13 @@ use cutover_auditor::history::{HistoryErrorKind, backfill_ledger};
 use cutover_auditor::ledger::{Ledger, Retention};
 use cutover_auditor::simulator::history::{History, Recording, instance_address, record};
 use cutover_auditor::simulator::scenario::Scenario;
+use cutover_auditor::simulator::{Options as SimOptions, Simulation};
 use cutover_auditor::time::Timestamp;
 use cutover_auditor::verdict::{self, State};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::support::daemon::Daemon;
+use crate::support::daemon::{Daemon, config_for, sample};
 use crate::support::process::free_port;
 use crate::support::tempdir::TempDir;
 
@@ -89,18 +91,35 @@ version = "1.33.1"
 /// Eight days of history ending now (whole minutes), with a 3-minute scrape
 /// gap on instance 0 two days ago (a hole: longer than 3 × its spacing).
 fn history() -> (History, Timestamp) {
+    let end = minute_now();
+    (history_of(&scenario(end), end, Vec::new()), end)
+}
+
+/// Now, down to the whole minute.
+fn minute_now() -> Timestamp {
     let now = Timestamp::from_system_time(std::time::SystemTime::now());
-    let end = Timestamp::from_secs(now.as_millis() / 60_000 * 60);
+    Timestamp::from_secs(now.as_millis() / 60_000 * 60)
+}
+
+/// The scenario, starting eight days before `end`.
+fn scenario(end: Timestamp) -> Scenario {
+    let mut scenario = Scenario::parse(SCENARIO).expect("scenario");
+    scenario.start = Some(end - 8 * DAY);
+    scenario
+}
+
+/// The history of `scenario` up to `end`, instances labelled `addresses`.
+fn history_of(scenario: &Scenario, end: Timestamp, addresses: Vec<String>) -> History {
     let origin = end - 8 * DAY;
-    let scenario = Scenario::parse(SCENARIO).expect("scenario");
     let rec = Recording {
         origin,
         end,
         step: STEP,
         job: "apiserver".into(),
         gaps: vec![(0, 6 * DAY, 6 * DAY + 3 * MINUTE)],
+        addresses,
     };
-    (record(&scenario, &rec), end)
+    record(scenario, &rec)
 }
 
 /// A real Prometheus serving TSDB blocks built from `history`, scraping
@@ -387,6 +406,91 @@ async fn serve_with_prometheus_as_the_only_source_judges_from_history() {
         .expect("metric");
     assert!(!last_success.ends_with(" 0"), "{last_success}");
     daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_then_own_scrapes_of_the_same_apiservers_agree() {
+    let dir = TempDir::new();
+    let end = minute_now();
+    let scenario = scenario(end);
+    // The simulated apiservers run the same world from the same start: the
+    // history is what a Prometheus scraped from them until `end`; the
+    // daemon backfills it and then scrapes them itself.
+    let sim = Simulation::start(
+        &scenario,
+        Clock::real(),
+        SimOptions::in_dir(dir.0.join("sim")),
+    )
+    .await
+    .expect("simulation starts");
+    let addresses: Vec<String> = sim
+        .instance_addresses()
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let history = history_of(&scenario, end, addresses.clone());
+    let prom = HistoryPrometheus::start(&dir.0, &history).await;
+    let extra = format!("[history]\nurl = \"{}\"\nretries = 0\n", prom.url);
+    let cfg = config_for(&sim, &dir.0.join("state.json"), "5s", "2s", &extra);
+    assert_eq!(cfg.source, Source::Scrape);
+    let daemon = Daemon::start(cfg, Clock::real()).await;
+    let status = daemon
+        .wait_status("backfilled, then scraped", |s| {
+            s.history.as_ref().is_some_and(|h| h.last_success.is_some())
+                && s.targets.len() == 3
+                && s.targets.iter().all(|t| t.up)
+                && s.cutovers.iter().all(|c| c.state != State::Blind)
+        })
+        .await;
+    let states: Vec<State> = status.cutovers.iter().map(|c| c.state).collect();
+    assert_eq!(
+        states,
+        [State::InUse, State::InUse, State::Ready],
+        "{status:?}"
+    );
+    let now = status.evaluated_at.expect("evaluated");
+    assert_eq!(
+        status.cutovers[0].increase,
+        sim.increments(0, TokenKind::Legacy, now - 7 * DAY, now),
+    );
+    let h = status.history.as_ref().expect("history");
+    assert!(!h.only_source);
+    for c in &status.cutovers {
+        let sources = c.evidence_sources.expect("evidence sources");
+        assert!(
+            sources.scrape_seconds > 0 && sources.scrape_seconds < 600,
+            "{c:?}"
+        );
+        // Whole seconds of each part, so the sum may miss the window by one.
+        let sum = sources.history_seconds + sources.scrape_seconds;
+        assert!(
+            sum + 2 >= c.window_seconds && sum <= c.window_seconds,
+            "{c:?}"
+        );
+    }
+    // Where history ends and own scrapes begin, they agree: no reset, no
+    // hole, beyond the ones of the history itself (instance 0: DELETE
+    // /metrics and the scrape gap; instance 1: the restart; the newcomer:
+    // none).
+    let (page, _) = daemon
+        .metrics(&[
+            "cutover_apiserver_resets_total",
+            "cutover_coverage_holes_total",
+        ])
+        .await;
+    for (i, resets, holes) in [(0, 1.0, 2.0), (1, 1.0, 1.0), (3, 0.0, 0.0)] {
+        let labels = [("instance", addresses[i].as_str())];
+        assert_eq!(
+            (
+                sample(&page, "cutover_apiserver_resets_total", &labels),
+                sample(&page, "cutover_coverage_holes_total", &labels)
+            ),
+            (Some(resets), Some(holes)),
+            "instance {i}"
+        );
+    }
+    daemon.stop().await;
+    sim.shutdown().await;
 }
 
 /// A loopback endpoint that answers every request with `status`, the
