@@ -592,6 +592,44 @@ mod tests {
     }
 
     #[test]
+    fn a_family_absent_from_history_is_absent_not_zero() {
+        let mut ledger = Ledger::default();
+        let mut f = Feeder::new("instance", 3);
+        // Scraped (up == 1, a start time) but no token counter at all: the
+        // families were dropped by relabelling, or the version lacks them.
+        let up = series("a:1", UP, &[(0, 1.0), (30, 1.0), (60, 1.0)]);
+        let st = series(
+            "a:1",
+            PROCESS_START_TIME,
+            &[(0, start_at(-10)), (30, start_at(-10)), (60, start_at(-10))],
+        );
+        let out = f.feed_chunk(
+            &mut ledger,
+            &[
+                (UP, vec![up]),
+                (PROCESS_START_TIME, vec![st]),
+                (LEGACY, vec![]),
+            ],
+            t(60),
+        );
+        assert_eq!(out.observations, 3);
+        let a = ledger.instance("a:1").unwrap();
+        assert!(!a.has_family(LEGACY));
+        let spec = crate::verdict::CutoverSpec::legacy_tokens(
+            Duration::from_secs(30),
+            Duration::from_secs(5),
+        );
+        let v = crate::verdict::assess(&spec, &ledger, t(60));
+        assert_eq!(
+            (v.state, v.reason),
+            (
+                crate::verdict::State::Blind,
+                crate::verdict::Reason::MetricAbsent
+            )
+        );
+    }
+
+    #[test]
     fn an_up_instance_never_scraped_successfully_is_listed() {
         let mut ledger = Ledger::default();
         let mut f = Feeder::new("instance", 3);

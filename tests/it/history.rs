@@ -15,6 +15,7 @@
 //! `bad_answers_give_their_reason_and_never_evidence`,
 //! `a_daemon_on_a_broken_source_stays_blind_and_says_why`,
 //! `backfill_then_own_scrapes_of_the_same_apiservers_agree`,
+//! `transport_sends_credentials_and_headers_and_retries`,
 //! `history_config_is_validated_and_names_its_keys`.
 
 use std::path::{Path, PathBuf};
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 use cutover_auditor::clock::Clock;
 use cutover_auditor::config::{Config, Source};
 use cutover_auditor::families::TokenKind;
-use cutover_auditor::history::{HistoryErrorKind, backfill_ledger};
+use cutover_auditor::history::{HistoryClient, HistoryErrorKind, backfill_ledger};
 use cutover_auditor::ledger::{Ledger, Retention};
 use cutover_auditor::simulator::history::{History, Recording, instance_address, record};
 use cutover_auditor::simulator::scenario::Scenario;
@@ -626,6 +627,152 @@ async fn a_daemon_on_a_broken_source_stays_blind_and_says_why() {
         assert!(ready.is_success(), "the daemon itself runs: {ready}");
         daemon.stop().await;
     }
+}
+
+/// A loopback endpoint that records each request's head and answers with
+/// the next of `answers` (HTTP status, body); the last one repeats.
+async fn recording_endpoint(
+    answers: Vec<(u16, &'static str)>,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = std::sync::Arc::clone(&seen);
+    tokio::spawn(async move {
+        let mut n = 0;
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => request.extend_from_slice(&buf[..k]),
+                }
+            }
+            log.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&request).into_owned());
+            let (status, body) = answers[n.min(answers.len() - 1)];
+            n += 1;
+            let head = format!(
+                "HTTP/1.1 {status} X\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            );
+            let _ = socket.write_all(head.as_bytes()).await;
+            let _ = socket.write_all(body.as_bytes()).await;
+            let _ = socket.shutdown().await;
+        }
+    });
+    (format!("http://{addr}/prefix"), seen)
+}
+
+const EMPTY_MATRIX: &str = r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#;
+
+#[tokio::test]
+async fn transport_sends_credentials_and_headers_and_retries() {
+    let dir = TempDir::new();
+    let end = Timestamp::from_secs(1_800_000_000);
+    // A bearer token from a file, re-read when it changes, and a tenant header.
+    let token = dir.0.join("token");
+    std::fs::write(&token, "first-token-0123456789\n").unwrap();
+    let (url, seen) = recording_endpoint(vec![(200, EMPTY_MATRIX)]).await;
+    let cfg = history_config(
+        &url,
+        &format!(
+            "chunk = \"12h\"\nbearer_token_file = \"{}\"\n[history.headers]\nX-Scope-OrgID = \"tenant-1\"\n",
+            token.display()
+        ),
+    );
+    let h = cfg.history.as_ref().unwrap();
+    let report = backfill_ledger(h, &mut Ledger::default(), end - DAY, end)
+        .await
+        .expect("an empty answer is a success: absent families");
+    assert_eq!((report.chunks, report.fed.instances.len()), (2, 0));
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2 * 9, "one query per family and chunk");
+        for head in seen.iter() {
+            let lower = head.to_ascii_lowercase();
+            assert!(
+                head.starts_with("GET /prefix/api/v1/query?query="),
+                "{head}"
+            );
+            assert!(
+                lower.contains("authorization: bearer first-token-0123456789\r\n"),
+                "{head}"
+            );
+            assert!(lower.contains("x-scope-orgid: tenant-1\r\n"), "{head}");
+        }
+        // Raw samples through a range selector over the chunk, never rate().
+        assert!(
+            seen[0].contains(
+                "query=%7B__name__%3D%22up%22%2Cjob%3D%22apiserver%22%7D%5B43200000ms%5D"
+            ),
+            "{}",
+            seen[0]
+        );
+    }
+    // One client: a rotated token is read again (the file changed).
+    let client = HistoryClient::new(h).expect("client");
+    client.range("up", end, DAY).await.expect("query");
+    std::fs::write(&token, "second-token-with-another-length\n").unwrap();
+    client.range("up", end, DAY).await.expect("query");
+    assert!(
+        seen.lock()
+            .unwrap()
+            .last()
+            .unwrap()
+            .to_ascii_lowercase()
+            .contains("authorization: bearer second-token-with-another-length\r\n")
+    );
+
+    // Basic auth with the password from a file; a 503 then a success is
+    // retried (with a backoff) and succeeds.
+    let password = dir.0.join("password");
+    std::fs::write(&password, "s3cret-password\n").unwrap();
+    let (url, seen) = recording_endpoint(vec![(503, "busy"), (200, EMPTY_MATRIX)]).await;
+    let cfg = config_with(
+        "source = \"prometheus\"",
+        &format!(
+            "[history]\nurl = \"{url}\"\nretries = 1\nbasic_auth_username = \"auditor\"\nbasic_auth_password_file = \"{}\"\n",
+            password.display()
+        ),
+    );
+    backfill_ledger(
+        cfg.history.as_ref().unwrap(),
+        &mut Ledger::default(),
+        end - DAY,
+        end,
+    )
+    .await
+    .expect("the retry succeeds");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1 + 9, "the first query was tried twice");
+    // base64("auditor:s3cret-password")
+    assert!(
+        seen[1]
+            .to_ascii_lowercase()
+            .contains("authorization: basic yxvkaxrvcjpzm2nyzxqtcgfzc3dvcmq=\r\n"),
+        "{}",
+        seen[1]
+    );
+    drop(seen);
+    // Without retries left, the 503 is the error, unreachable.
+    let (url, _) = recording_endpoint(vec![(503, "busy")]).await;
+    let cfg = history_config(&url, "");
+    let err = backfill_ledger(
+        cfg.history.as_ref().unwrap(),
+        &mut Ledger::default(),
+        end - DAY,
+        end,
+    )
+    .await
+    .expect_err("503");
+    assert_eq!(err.kind(), HistoryErrorKind::HistoryUnreachable, "{err}");
+    assert!(!err.to_string().contains("s3cret"), "{err}");
 }
 
 #[test]
