@@ -749,7 +749,7 @@ async fn transport_sends_credentials_and_headers_and_retries() {
     )
     .await
     .expect("the retry succeeds");
-    let seen = seen.lock().unwrap();
+    let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 1 + 9, "the first query was tried twice");
     // base64("auditor:s3cret-password")
     assert!(
@@ -759,7 +759,6 @@ async fn transport_sends_credentials_and_headers_and_retries() {
         "{}",
         seen[1]
     );
-    drop(seen);
     // Without retries left, the 503 is the error, unreachable.
     let (url, _) = recording_endpoint(vec![(503, "busy")]).await;
     let cfg = history_config(&url, "");
