@@ -851,6 +851,12 @@ impl RawHistory {
                 headers.push((name, value));
             }
         }
+        if url.as_ref().is_some_and(|u| u.scheme() == "https") && self.ca_file.is_none() {
+            p.add(
+                "history.ca_file",
+                "must be set for an https history.url: only the CA bundle it names is trusted",
+            );
+        }
         HistoryConfig {
             url: url.unwrap_or_else(placeholder_url),
             selector,

@@ -785,7 +785,7 @@ fn history_config_is_validated_and_names_its_keys() {
     assert_eq!(h.max_gap_factor, 3);
     let c = config_with(
         "source = \"prometheus\"",
-        "[history]\nurl = \"https://mimir.example/prometheus\"\nselector = '{job=\"apiserver\", cluster=\"a\"}'\nchunk = \"6h\"\n[history.headers]\nX-Scope-OrgID = \"tenant-1\"\n",
+        "[history]\nurl = \"https://mimir.example/prometheus\"\nca_file = \"/etc/ca.crt\"\nselector = '{job=\"apiserver\", cluster=\"a\"}'\nchunk = \"6h\"\n[history.headers]\nX-Scope-OrgID = \"tenant-1\"\n",
     );
     let h = c.history.expect("[history]");
     assert_eq!(h.selector, r#"job="apiserver", cluster="a""#);
@@ -814,6 +814,10 @@ fn history_config_is_validated_and_names_its_keys() {
         (
             "[history]\nurl = \"ftp://p\"\n",
             "history.url: scheme \"ftp\"",
+        ),
+        (
+            "[history]\nurl = \"https://p\"\n",
+            "history.ca_file: must be set for an https",
         ),
         (
             "[history]\nurl = \"http://p\"\nselector = \"up{job=\\\"x\\\"}\"\n",
