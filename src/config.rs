@@ -36,6 +36,10 @@ pub struct Config {
     pub log: LogConfig,
     /// Direct push of alerts to Alertmanager, if configured.
     pub alertmanager: Option<AlertmanagerConfig>,
+    /// Where samples come from: the apiservers, or Prometheus-compatible history.
+    pub source: Source,
+    /// The Prometheus-compatible history source (backfill, or the only source).
+    pub history: Option<HistoryConfig>,
     /// Who uses legacy tokens (`[attribution]`); `None` when no source is on.
     pub attribution: Option<AttributionConfig>,
     /// Leader election on a Lease, if enabled (several replicas).
@@ -119,6 +123,57 @@ pub struct AttributionConfig {
     pub audit_position_file: PathBuf,
     /// Most keys kept per audit aggregate (subjects, Secrets, user agents, IPs).
     pub audit_capacity: usize,
+}
+
+/// Where the daemon's samples come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Source {
+    /// Scrape every apiserver's `/metrics` (backfilled from `[history]` when set).
+    #[default]
+    Scrape,
+    /// Never contact the apiservers: poll `[history]` every scrape interval.
+    Prometheus,
+}
+
+/// A Prometheus-compatible query API (Prometheus, Thanos, Mimir, VictoriaMetrics).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryConfig {
+    /// Base URL of the query API (`/api/v1/query` is appended): http or https,
+    /// a path allowed (`https://mimir/prometheus`), no credentials or query.
+    pub url: Url,
+    /// The matchers inside the series selector, without braces
+    /// (`job="apiserver"` for the default `{job="apiserver"}`).
+    pub selector: String,
+    /// The label that identifies an apiserver instance.
+    pub instance_label: String,
+    /// Time span of one query (a range selector this long).
+    pub chunk: Duration,
+    /// A gap between two samples of one instance longer than this many times
+    /// its own sample spacing is a coverage hole.
+    pub max_gap_factor: u32,
+    /// Limit of one HTTP request.
+    pub timeout: Duration,
+    /// Retries of a request that failed to connect or got a 5xx/429.
+    pub retries: u32,
+    /// Largest response body accepted.
+    pub max_response_bytes: u64,
+    /// Bearer token file, re-read when it changes.
+    pub bearer_token_file: Option<PathBuf>,
+    /// Basic auth user name, with the password read from `password_file`.
+    pub basic_auth: Option<BasicAuth>,
+    /// CA bundle for an https URL (else the system has none: https needs it).
+    pub ca_file: Option<PathBuf>,
+    /// Extra request headers (`X-Scope-OrgID` for a Mimir tenant).
+    pub headers: Vec<(String, String)>,
+}
+
+/// Basic auth for the history source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BasicAuth {
+    /// The user name.
+    pub username: String,
+    /// The file holding the password (re-read like a token file).
+    pub password_file: PathBuf,
 }
 
 /// Scrape settings.
@@ -274,7 +329,7 @@ pub fn max_duration(key: &str) -> Duration {
         days(90)
     } else if key == "scrape.interval" || key == "scrape.timeout" {
         Duration::from_secs(3_600)
-    } else if key == "alertmanager.timeout" {
+    } else if key == "alertmanager.timeout" || key == "history.timeout" {
         Duration::from_secs(300)
     } else {
         // Refresh, write and re-send intervals.
@@ -351,6 +406,23 @@ impl Config {
         if let Some(a) = &self.attribution {
             check("attribution", &a.token_file, &a.ca_file);
         }
+        if let Some(h) = &self.history {
+            if let Some(path) = &h.bearer_token_file
+                && let Err(e) = TokenFile::new(path.clone()).token()
+            {
+                p.add("history.bearer_token_file", e.to_string());
+            }
+            if let Some(auth) = &h.basic_auth
+                && let Err(e) = TokenFile::new(auth.password_file.clone()).token()
+            {
+                p.add("history.basic_auth_password_file", e.to_string());
+            }
+            if let Some(path) = &h.ca_file
+                && let Err(e) = read_ca_bundle(path)
+            {
+                p.add("history.ca_file", e.to_string());
+            }
+        }
         if p.0.is_empty() {
             Ok(())
         } else {
@@ -376,6 +448,8 @@ struct RawConfig {
     alertmanager: Option<RawAlertmanager>,
     leader_election: Option<RawLeaderElection>,
     attribution: Option<RawAttribution>,
+    source: Option<String>,
+    history: Option<RawHistory>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -405,6 +479,25 @@ struct RawAttribution {
     audit_log: Option<PathBuf>,
     audit_position_file: Option<PathBuf>,
     audit_capacity: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHistory {
+    url: Option<String>,
+    selector: Option<String>,
+    instance_label: Option<String>,
+    chunk: Option<String>,
+    max_gap_factor: Option<u32>,
+    timeout: Option<String>,
+    retries: Option<u32>,
+    max_response_bytes: Option<u64>,
+    bearer_token_file: Option<PathBuf>,
+    basic_auth_username: Option<String>,
+    basic_auth_password_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -600,7 +693,39 @@ impl RawConfig {
             crate::exposition::DEFAULT_MAX_SERIES_PER_PAGE,
         );
 
-        let targets = self.targets.validate(env, &mut p);
+        let source = match self.source.as_deref() {
+            None | Some("scrape") => Source::Scrape,
+            Some("prometheus") => Source::Prometheus,
+            Some(other) => {
+                p.add(
+                    "source",
+                    format!("{other:?} is not a source; use \"scrape\" or \"prometheus\""),
+                );
+                Source::Scrape
+            }
+        };
+        let history = self.history.map(|h| h.validate(&mut p));
+        if source == Source::Prometheus && history.is_none() {
+            p.add(
+                "source",
+                "is \"prometheus\" but there is no [history] table with the query API's url",
+            );
+        }
+        let targets_given = self.targets.discovery.is_some()
+            || self.targets.kubernetes.is_some()
+            || self.targets.static_targets.is_some();
+        let targets = if source == Source::Prometheus {
+            // Only Prometheus reaches the apiservers: nothing to discover.
+            if targets_given {
+                p.add(
+                    "targets",
+                    "is set but source is \"prometheus\", which never contacts the apiservers; remove [targets] or use source = \"scrape\"",
+                );
+            }
+            Targets::Static(Vec::new())
+        } else {
+            self.targets.validate(env, &mut p)
+        };
 
         let mut cutovers = Vec::new();
         for name in self.cutovers.keys() {
@@ -873,6 +998,8 @@ impl RawConfig {
             state,
             log,
             alertmanager,
+            source,
+            history,
             attribution,
         })
     }
@@ -997,6 +1124,149 @@ impl RawAttribution {
                 .unwrap_or_else(|| IN_CLUSTER_TOKEN.into()),
         })
     }
+}
+
+impl RawHistory {
+    fn validate(self, p: &mut Problems) -> HistoryConfig {
+        let url = match self.url.as_deref() {
+            None => {
+                p.add(
+                    "history.url",
+                    "must be set: the query API's base URL, e.g. \"http://prometheus-operated.monitoring:9090\"",
+                );
+                None
+            }
+            Some(text) => p.url("history.url", text, &["http", "https"]),
+        };
+        let selector_text = self
+            .selector
+            .unwrap_or_else(|| r#"{job="apiserver"}"#.to_owned());
+        let trimmed = selector_text.trim();
+        let selector = match trimmed.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            Some(inner) if !inner.contains(['{', '}', '[', ']']) && !inner.contains("__name__") => {
+                inner.trim().trim_end_matches(',').to_owned()
+            }
+            _ => {
+                p.add(
+                    "history.selector",
+                    format!(
+                        "{selector_text:?} is not a series selector without a metric name; write e.g. {{job=\"apiserver\"}}"
+                    ),
+                );
+                String::new()
+            }
+        };
+        let instance_label = self.instance_label.unwrap_or_else(|| "instance".into());
+        if !is_label_name(&instance_label) {
+            p.add(
+                "history.instance_label",
+                format!("{instance_label:?} is not a label name ([a-zA-Z_][a-zA-Z0-9_]*)"),
+            );
+        }
+        let chunk = p.duration(
+            "history.chunk",
+            self.chunk.as_deref(),
+            Duration::from_secs(86_400),
+        );
+        if chunk < Duration::from_secs(60) {
+            p.add("history.chunk", "must be at least 1m");
+        }
+        let max_gap_factor = self.max_gap_factor.unwrap_or(3);
+        if !(2..=1_000).contains(&max_gap_factor) {
+            p.add(
+                "history.max_gap_factor",
+                format!("{max_gap_factor} is outside 2..=1000 (a gap of one missed sample must not be a hole)"),
+            );
+        }
+        let timeout = p.duration(
+            "history.timeout",
+            self.timeout.as_deref(),
+            Duration::from_secs(30),
+        );
+        let retries = self.retries.unwrap_or(3);
+        if retries > 10 {
+            p.add("history.retries", format!("{retries} is more than 10"));
+        }
+        let max_response_bytes = self.max_response_bytes.unwrap_or(256 << 20);
+        if max_response_bytes < 1 << 16 {
+            p.add(
+                "history.max_response_bytes",
+                format!("{max_response_bytes} is too small; allow at least 65536"),
+            );
+        }
+        let basic_auth = match (self.basic_auth_username, self.basic_auth_password_file) {
+            (Some(username), Some(password_file)) => Some(BasicAuth {
+                username,
+                password_file,
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                p.add(
+                    "history.basic_auth_password_file",
+                    "must be set with basic_auth_username",
+                );
+                None
+            }
+            (None, Some(_)) => {
+                p.add(
+                    "history.basic_auth_username",
+                    "must be set with basic_auth_password_file",
+                );
+                None
+            }
+        };
+        if basic_auth.is_some() && self.bearer_token_file.is_some() {
+            p.add(
+                "history.bearer_token_file",
+                "is set together with basic auth; choose one",
+            );
+        }
+        let mut headers = Vec::new();
+        for (name, value) in self.headers {
+            let key = format!("history.headers.{name}");
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                p.add(&key, "is not a valid HTTP header name");
+            } else if name.eq_ignore_ascii_case("authorization") {
+                p.add(
+                    &key,
+                    "use bearer_token_file or basic auth, which keep the secret in a file",
+                );
+            } else if reqwest::header::HeaderValue::from_str(&value).is_err() {
+                p.add(&key, "the value is not a valid HTTP header value");
+            } else {
+                headers.push((name, value));
+            }
+        }
+        if url.as_ref().is_some_and(|u| u.scheme() == "https") && self.ca_file.is_none() {
+            p.add(
+                "history.ca_file",
+                "must be set for an https history.url: only the CA bundle it names is trusted",
+            );
+        }
+        HistoryConfig {
+            url: url.unwrap_or_else(placeholder_url),
+            selector,
+            instance_label,
+            chunk,
+            max_gap_factor,
+            timeout,
+            retries,
+            max_response_bytes,
+            bearer_token_file: self.bearer_token_file,
+            basic_auth,
+            ca_file: self.ca_file,
+            headers,
+        }
+    }
+}
+
+/// Whether `name` is a Prometheus label name.
+fn is_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 impl RawTargets {

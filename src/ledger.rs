@@ -369,6 +369,18 @@ impl Ledger {
         }
     }
 
+    /// Marks `hole` as unobserved for `instance` and counts it as a hole,
+    /// even where its counters were continuous: history whose samples of
+    /// the instance have a gap longer than their own spacing allows.
+    pub fn add_hole(&mut self, instance: &str, hole: Interval) {
+        if let Some(ledger) = self.instances.get_mut(instance)
+            && !hole.is_empty()
+        {
+            ledger.add_hole(hole);
+            ledger.holes_total += 1;
+        }
+    }
+
     /// Drops what is older than the retention horizon, including instances
     /// gone for longer than it (their totals are kept in the stitched sums).
     pub fn prune(&mut self, now: Timestamp) {

@@ -15,6 +15,8 @@
 //! - [`endpointslice`]: the EndpointSlice JSON shape used for discovery.
 //! - [`inspect`]: what `cutover-auditor inspect` prints for one page.
 //! - [`check`]: the verdict `cutover-auditor check` gives from saved evidence.
+//! - [`history`]: Prometheus-compatible history (raw samples) fed to the
+//!   ledger as scrapes would be; its HTTP client is shell.
 //!
 //! The shell around it:
 //!
@@ -59,6 +61,7 @@ pub mod endpointslice;
 pub mod exposition;
 pub mod families;
 pub mod gofmt;
+pub mod history;
 pub mod inspect;
 pub mod kubeapi;
 pub mod ledger;

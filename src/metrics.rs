@@ -87,6 +87,8 @@ pub struct Metrics {
     token_secrets: IntGaugeVec,
     attributed_subjects: IntGaugeVec,
     attribution_errors: IntCounterVec,
+    history_errors: IntCounterVec,
+    history_last_success: Gauge,
     /// Why the last state write failed, while it is the last one.
     state_write_error: Mutex<Option<String>>,
     /// Why a follower's last load of the shared state failed, while it is the last one.
@@ -323,6 +325,17 @@ impl Metrics {
                 ),
                 &["source", "reason"]
             )?),
+            history_errors: reg!(IntCounterVec::new(
+                opts(
+                    "cutover_history_errors_total",
+                    "Failed queries of the Prometheus-compatible history source, by bounded reason (history_unreachable, history_rejected, history_incomplete)."
+                ),
+                &["reason"]
+            )?),
+            history_last_success: reg!(Gauge::with_opts(opts(
+                "cutover_history_last_success_timestamp_seconds",
+                "When a query of the history source last succeeded (Unix seconds; 0 if not yet, or no [history])."
+            ))?),
             state_write_error: Mutex::new(None),
             state_load_error: Mutex::new(None),
             current_targets: Mutex::new(BTreeSet::new()),
@@ -345,6 +358,9 @@ impl Metrics {
         }
         for reason in DISCOVERY_ERROR_REASONS {
             m.discovery_errors.with_label_values(&[reason]);
+        }
+        for kind in crate::history::HistoryErrorKind::ALL {
+            m.history_errors.with_label_values(&[kind.label()]);
         }
         Ok(m)
     }
@@ -591,6 +607,15 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
+    }
+
+    /// Records a history query (or backfill) at `at`: successful, or failed
+    /// for the bounded `error` reason.
+    pub fn observe_history(&self, at: Timestamp, error: Option<crate::history::HistoryErrorKind>) {
+        match error {
+            None => self.history_last_success.set(at.as_secs_f64()),
+            Some(kind) => self.history_errors.with_label_values(&[kind.label()]).inc(),
+        }
     }
 
     /// Counts a failed push to Alertmanager.

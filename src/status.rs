@@ -181,6 +181,38 @@ pub struct CutoverStatus {
     /// down, mixing instances, a family absent, unobserved too long).
     #[serde(default)]
     pub blocking_instances: Vec<String>,
+    /// Where the window's evidence came from, when `[history]` is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence_sources: Option<EvidenceSources>,
+}
+
+/// How much of one cutover's window was judged from each source.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceSources {
+    /// Seconds of the window covered by Prometheus-compatible history.
+    pub history_seconds: u64,
+    /// Seconds of the window covered by the auditor's own scrapes.
+    pub scrape_seconds: u64,
+}
+
+/// The Prometheus-compatible history source, when `[history]` is configured.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryStatus {
+    /// `true` with `source = "prometheus"` (never scraping the apiservers),
+    /// `false` when history only backfills the ledger at start.
+    pub only_source: bool,
+    /// The first sample read from history, if any.
+    pub since: Option<Timestamp>,
+    /// The last sample read from history: own scrapes follow it (with
+    /// `source = "scrape"`).
+    pub until: Option<Timestamp>,
+    /// When a query last succeeded.
+    pub last_success: Option<Timestamp>,
+    /// The bounded reason of the last failure, if the last query failed
+    /// (`history_unreachable`, `history_rejected`, `history_incomplete`).
+    pub last_error: Option<String>,
+    /// What failed (never a secret).
+    pub last_error_detail: Option<String>,
 }
 
 #[cfg(test)]
@@ -209,6 +241,7 @@ impl CutoverStatus {
             regressions: 0,
             last_regression: None,
             blocking_instances: Vec::new(),
+            evidence_sources: None,
         }
     }
 }
@@ -232,6 +265,7 @@ impl CutoverStatus {
             regressions: verdict.regressions,
             last_regression: verdict.last_regression,
             blocking_instances: a.blocking.clone(),
+            evidence_sources: None,
         }
     }
 
@@ -258,6 +292,9 @@ pub struct Status {
     /// attribution is off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attribution: Option<crate::attribution::Attribution>,
+    /// The history source, when `[history]` is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<HistoryStatus>,
 }
 
 /// Token uses of one kind, summed over instances.

@@ -30,6 +30,9 @@ pub fn render(status: &Status, now: Timestamp) -> String {
         escape(&status.version)
     );
 
+    if let Some(line) = history_line(status) {
+        let _ = writeln!(html, "<p class=\"meta\">{}</p>", escape(&line));
+    }
     html.push_str("<section class=\"cutovers\">\n");
     if status.cutovers.is_empty() {
         html.push_str("<p>No cutover is enabled in the configuration.</p>\n");
@@ -148,6 +151,26 @@ fn who_section(html: &mut String, status: &Status) {
     html.push_str("</section>\n");
 }
 
+/// Where the evidence came from, when `[history]` is configured: "judged
+/// from Prometheus history since …", and what failed if the last query did.
+pub fn history_line(status: &Status) -> Option<String> {
+    let h = status.history.as_ref()?;
+    let mut line = match (h.since, h.only_source) {
+        (Some(since), true) => format!("Judged from Prometheus history since {since}."),
+        (Some(since), false) => format!(
+            "Judged from Prometheus history since {since}{}, then from the auditor's own scrapes.",
+            h.until.map(|u| format!(" until {u}")).unwrap_or_default()
+        ),
+        (None, _) => "No Prometheus history read yet.".to_owned(),
+    };
+    if let (Some(reason), Some(detail)) = (&h.last_error, &h.last_error_detail) {
+        line.push_str(&format!(
+            " The last history query failed ({reason}): {detail}"
+        ));
+    }
+    Some(line)
+}
+
 /// One sentence in plain words saying why the cutover is in its state.
 ///
 /// `status` supplies context some reasons refer to (which targets are down).
@@ -158,7 +181,7 @@ pub fn reason_sentence(c: &CutoverStatus, status: &Status, now: Timestamp) -> St
         .map(|s| human_duration(Duration::from_secs(s)));
     match c.reason {
         Reason::NoTargets => {
-            "No apiserver instance has been scraped successfully yet, so nothing is known.".into()
+            "No apiserver instance is current (none scraped yet, or every one has left), so nothing is known about the apiservers serving now.".into()
         }
         Reason::MetricAbsent => format!(
             "A token counter this cutover needs is missing on an apiserver (older Kubernetes \
@@ -626,6 +649,7 @@ mod tests {
             targets,
             kinds: Vec::new(),
             attribution: None,
+            history: None,
         }
     }
 
@@ -697,7 +721,7 @@ mod tests {
                 cutover(State::Blind, Reason::NoTargets),
                 vec![],
                 &[
-                    "No apiserver instance has been scraped successfully yet",
+                    "No apiserver instance is current",
                     "No apiserver instance discovered yet",
                 ],
             ),
@@ -959,6 +983,40 @@ mod tests {
             ],
         );
         assert!(!render(&fully, NOW).contains("within tolerance"));
+    }
+
+    #[test]
+    fn the_page_says_where_the_evidence_came_from() {
+        let since = NOW - Duration::from_secs(8 * 86_400);
+        let mut s = status(Vec::new(), Vec::new());
+        assert!(!render(&s, NOW).contains("history"));
+        s.history = Some(crate::status::HistoryStatus {
+            only_source: true,
+            since: Some(since),
+            until: Some(NOW),
+            ..Default::default()
+        });
+        check_page(
+            &s,
+            &[&format!("Judged from Prometheus history since {since}.")],
+        );
+        s.history = Some(crate::status::HistoryStatus {
+            only_source: false,
+            since: Some(since),
+            until: Some(NOW),
+            last_error: Some("history_rejected".into()),
+            last_error_detail: Some("history_rejected: <html> page".into()),
+            ..Default::default()
+        });
+        check_page(
+            &s,
+            &[
+                &format!(
+                    "Judged from Prometheus history since {since} until {NOW}, then from the auditor&#39;s own scrapes."
+                ),
+                "The last history query failed (history_rejected): history_rejected: &lt;html&gt; page",
+            ],
+        );
     }
 
     #[test]

@@ -256,8 +256,14 @@ impl Core {
                 })
                 .collect(),
             attribution: None,
+            history: None,
         };
         (status, transitions)
+    }
+
+    /// The ledger, for history to backfill or feed (`history_feed.rs`).
+    pub(super) fn ledger_mut(&mut self) -> &mut Ledger {
+        &mut self.ledger
     }
 
     pub(super) fn snapshot(&self, now: Timestamp) -> Snapshot {
@@ -271,7 +277,7 @@ impl Core {
 }
 
 /// Keeps increments as long as the longest window needs them.
-fn retention_for(config: &Config) -> crate::ledger::Retention {
+pub(super) fn retention_for(config: &Config) -> crate::ledger::Retention {
     let longest = config
         .cutovers
         .iter()

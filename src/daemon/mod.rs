@@ -8,6 +8,7 @@
 //! core and the disk.
 
 mod core;
+mod history_feed;
 mod leader;
 mod run;
 mod supervise;

@@ -18,12 +18,13 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use super::core::Core;
+use super::history_feed::{self, HistoryFeed};
 use super::leader::{self, Leadership};
 use super::supervise::supervise_scrapers;
 use super::targets::{Listed, Resolver, discover};
 use crate::alerting::Pusher;
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, Source};
 use crate::metrics::Metrics;
 use crate::server::{self, Admin};
 use crate::state::{self, Loaded, Snapshot};
@@ -102,6 +103,9 @@ pub enum DaemonError {
     /// The state store or the Lease client could not be set up.
     #[error("cannot set up the state store or leader election")]
     Store(#[from] StoreError),
+    /// The history source (`[history]`) could not be set up.
+    #[error("cannot set up the history source")]
+    History(#[from] crate::history::HistoryError),
     /// An essential task (discovery, the scrape supervisor, the evaluator)
     /// panicked or ended: the daemon drained and stopped, so that its
     /// supervisor (Kubernetes) restarts it.
@@ -399,6 +403,7 @@ pub async fn run_with_faults(
     });
     let (snapshot, resume) = load_state(&store, clock.now()).await;
     let core = Core::start(&config, snapshot);
+    let history = HistoryFeed::new(&config)?;
     let ready = Arc::new(AtomicBool::new(false));
     let shared = Arc::new(Shared {
         store,
@@ -409,6 +414,7 @@ pub async fn run_with_faults(
         clock: clock.clone(),
         scrape_slots: Semaphore::new(MAX_CONCURRENT_SCRAPES),
         readiness: Readiness::new(Arc::clone(&ready)),
+        history,
     });
     // Everything that can fail is built before the first task starts: an
     // error returns with nothing left running (the listener closes with it).
@@ -417,7 +423,11 @@ pub async fn run_with_faults(
         None => None,
     };
     let (targets_tx, targets_rx) = watch::channel::<Option<Vec<Listed>>>(None);
-    let discovery = discover(Arc::clone(&shared), targets_tx, resolver)?;
+    // With history as the only source, nothing is discovered or scraped.
+    let discovery = match config.source {
+        Source::Scrape => Some(discover(Arc::clone(&shared), targets_tx, resolver)?),
+        Source::Prometheus => None,
+    };
 
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "serving /metrics, /healthz, /readyz, /api/v1/status and the status page");
@@ -539,14 +549,7 @@ pub async fn run_with_faults(
         );
         names.insert(background.spawn(pushing).id(), Task::AlertmanagerPusher);
     }
-    let discovering = {
-        let faults = faults.clone();
-        async move {
-            faults.trip(Task::Discovery);
-            discovery.await;
-        }
-    };
-    names.insert(background.spawn(discovering).id(), Task::Discovery);
+    let discovering_faults = faults.clone();
     if let Some((client, le, namespace)) = lease {
         // Not ready until the shared state is loaded (follower) or read
         // again (leader); the start's read does not count.
@@ -558,12 +561,29 @@ pub async fn run_with_faults(
         names.insert(background.spawn(electing).id(), Task::LeaderElection);
     }
     let mut scraping = JoinSet::new();
-    let supervisor = supervise_scrapers(Arc::clone(&shared), targets_rx, stop_rx.clone());
-    let faults_ = faults.clone();
-    scraping.spawn(async move {
-        faults_.trip(Task::ScrapeSupervisor);
-        supervisor.await;
-    });
+    if let Some(discovery) = discovery {
+        let discovering = async move {
+            discovering_faults.trip(Task::Discovery);
+            discovery.await;
+        };
+        names.insert(background.spawn(discovering).id(), Task::Discovery);
+        let supervisor = supervise_scrapers(Arc::clone(&shared), targets_rx, stop_rx.clone());
+        let faults_ = faults.clone();
+        let backfill = history_feed::before_scraping(Arc::clone(&shared), stop_rx.clone());
+        scraping.spawn(async move {
+            faults_.trip(Task::ScrapeSupervisor);
+            backfill.await;
+            supervisor.await;
+        });
+    } else {
+        // The poller takes the supervisor's place (and its name in failures).
+        let faults_ = faults.clone();
+        let poller = history_feed::run_as_source(Arc::clone(&shared), stop_rx.clone());
+        scraping.spawn(async move {
+            faults_.trip(Task::ScrapeSupervisor);
+            poller.await;
+        });
+    }
     let evaluator = {
         let shared = Arc::clone(&shared);
         let emit = emit.clone();
@@ -761,6 +781,7 @@ pub(super) struct Shared {
     pub(super) clock: Clock,
     pub(super) scrape_slots: Semaphore,
     readiness: Readiness,
+    pub(super) history: Option<HistoryFeed>,
 }
 
 impl Shared {
@@ -777,6 +798,10 @@ impl Shared {
         let (status, transitions) = self
             .lock()
             .evaluate(&self.config.cutovers, &self.metrics, now);
+        let mut status = status;
+        if let Some(history) = &self.history {
+            history.annotate(&mut status, now);
+        }
         for (transition, assessment) in transitions {
             log_transition(&transition, &assessment, now);
             emit(Event::Transition {

@@ -6,6 +6,7 @@
 //!
 //! - [`scenario`]: the scenario file format (TOML).
 //! - [`world`]: the pure world (counters, caches, clients, ground truth).
+//! - [`history`]: days of that world as a Prometheus would have stored them.
 //! - [`page`]: the `/metrics` page renderer.
 //! - [`tls`]: the CA and server certificates.
 //! - `server`: listeners and the request handler.
@@ -17,6 +18,7 @@
 // module-wide one here would also exempt the pure `world`, `page` and
 // `scenario` below.
 pub mod attribution;
+pub mod history;
 pub mod objects;
 pub mod page;
 pub mod scenario;

@@ -536,6 +536,7 @@ fn json_is_the_api_status_shape() {
             regressions: 0,
             last_regression: None,
             blocking_instances: Vec::new(),
+            evidence_sources: None,
         }],
         targets: vec![TargetHealth::default()],
         kinds: vec![KindUses {
@@ -544,6 +545,7 @@ fn json_is_the_api_status_shape() {
             increases: Vec::new(),
         }],
         attribution: None,
+        history: None,
     })
     .unwrap();
     assert_eq!(keys(&json), keys(&reference));

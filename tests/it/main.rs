@@ -23,6 +23,7 @@ mod exposition;
 mod fault_matrix;
 mod fuzz_regressions;
 mod ha;
+mod history;
 mod inspect;
 mod ledger_props;
 mod metrics_contract;

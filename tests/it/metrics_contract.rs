@@ -32,6 +32,8 @@ const GOLDEN: &[(&str, &[&str])] = &[
     ("cutover_attribution_errors_total", &["reason", "source"]),
     ("cutover_clock_steps_back_total", &[]),
     ("cutover_coverage_holes_total", &["instance"]),
+    ("cutover_history_errors_total", &["reason"]),
+    ("cutover_history_last_success_timestamp_seconds", &[]),
     ("cutover_last_evaluation_timestamp_seconds", &[]),
     ("cutover_last_use_timestamp_seconds", &["cutover"]),
     ("cutover_leader", &[]),
@@ -134,6 +136,11 @@ fn allowed(metric: &str, label: &str, value: &str) -> bool {
             "too_many_pages",
             "too_many_secrets",
             "read",
+        ]),
+        ("cutover_history_errors_total", "reason") => one_of(&[
+            "history_unreachable",
+            "history_rejected",
+            "history_incomplete",
         ]),
         (_, "kind") => one_of(&[
             "legacy",

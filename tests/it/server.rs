@@ -113,6 +113,7 @@ fn sample_status() -> Status {
             regressions: 1,
             last_regression: None,
             blocking_instances: Vec::new(),
+            evidence_sources: None,
         }],
         targets: vec![
             TargetHealth {
@@ -138,6 +139,7 @@ fn sample_status() -> Status {
         ],
         kinds: Vec::new(),
         attribution: None,
+        history: None,
     }
 }
 
