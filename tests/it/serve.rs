@@ -73,7 +73,7 @@ level = "info"
         let scraped = sim
             .instance_addresses()
             .iter()
-            .all(|addr| page.contains(&format!("cutover_scrape_success{{instance=\"{addr}\"}} 1")));
+            .all(|addr| page.contains(&format!("cutover_scrape_success{{apiserver=\"{addr}\"}} 1")));
         let judged = page.contains("cutover_state{cutover=\"legacy-tokens\",state=\"in_use\"} 1");
         if scraped && judged {
             break page;
