@@ -22,7 +22,8 @@ pub const RUNBOOK_BASE: &str =
 /// never pushed: the auditor's absence (only Prometheus sees it), and the
 /// health of evaluation, discovery and state writes, which the status does
 /// not carry (they are alerted on from the auditor's own metrics).
-pub const NOT_PUSHED: &[&str] = &[
+#[cfg(test)]
+const NOT_PUSHED: &[&str] = &[
     "CutoverAuditorDown",
     "CutoverAuditorEvaluationStale",
     "CutoverAuditorDiscoveryFailing",
@@ -92,7 +93,8 @@ impl FirstSeen {
 
 /// Pure: the alerts that should be firing for `status` at `now` (simulated
 /// time, the clock the status was computed on), sorted by labels. Mirrors the
-/// rules file except the [`NOT_PUSHED`] rules (see the module documentation).
+/// rules file except `CutoverAuditorDown` and the other rules the status
+/// does not carry (see the module documentation).
 /// `seen` dates the outage of targets that never succeeded; a target missing
 /// from it counts as first seen at `now`, which never fires.
 pub fn desired(status: &Status, now: Timestamp, seen: &FirstSeen) -> Vec<Alert> {

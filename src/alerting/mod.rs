@@ -13,7 +13,8 @@
 //! hour, and `CutoverAuditorScrapeFailing` names the last scrape error instead
 //! of the most frequent one. `CutoverAuditorDown` is not pushed at all: a
 //! process cannot report its own absence, so only Prometheus can raise it;
-//! nor are the other rules the status does not carry (`NOT_PUSHED`).
+//! nor are the rules on evaluation, discovery and state-write health, which
+//! the status does not carry.
 //! The daemon's alerts carry no `job`/`instance` of the auditor itself, so
 //! when both Prometheus rules and the direct push are enabled Alertmanager
 //! sees two alerts per condition; enable one of them.
