@@ -253,7 +253,13 @@ async fn daemon_numbers_equal_ground_truth_through_resets_churn_outages_and_rota
             &[("apiserver", addr)],
         )
     };
-    let holes = |addr: &str| sample(&page, "cutover_coverage_holes_total", &[("apiserver", addr)]);
+    let holes = |addr: &str| {
+        sample(
+            &page,
+            "cutover_coverage_holes_total",
+            &[("apiserver", addr)],
+        )
+    };
     assert_eq!(
         resets(&addrs[2]),
         Some(1.0),
