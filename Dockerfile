@@ -1,24 +1,32 @@
 # syntax=docker/dockerfile:1
-# Build:  docker build -t cutover-auditor:0.1.0 .
-# Run:    the Deployment in deploy/base passes `serve --config ...`.
+# The cutover-auditor image: one static binary FROM scratch, no shell, no
+# package manager, no libc. Build it with deploy/image/build.sh (buildah, no
+# daemon), which first builds the binary:
+#   RUSTFLAGS='-C target-feature=+crt-static' \
+#     cargo build --release --locked --target x86_64-unknown-linux-gnu
+# and then runs this file on a build context holding only that binary and
+# the LICENSE, so no base image has to be fetched.
+# Run: the Deployment in deploy/base passes `serve --config ...`.
+FROM scratch
 
-# The builder's Debian release matches the runtime's (glibc 2.36), so the
-# dynamically linked binary runs on distroless cc-debian12.
-FROM rust:1.95-bookworm AS builder
-WORKDIR /src
-COPY . .
-# --locked: build exactly the reviewed Cargo.lock. The cache mounts only
-# speed up rebuilds; the binary is copied out of the cached target dir.
-RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin cutover-auditor \
-    && cp target/release/cutover-auditor /cutover-auditor
+ARG VERSION
+ARG REVISION=unknown
+ARG CREATED=1970-01-01T00:00:00Z
 
-# No shell, no package manager: only glibc, libgcc, CA certificates and the
-# binary. The image's `nonroot` user is uid/gid 65532, which the Deployment
-# also sets (runAsUser) so runAsNonRoot can be verified by the kubelet.
-FROM gcr.io/distroless/cc-debian12:nonroot
-COPY --from=builder /cutover-auditor /usr/local/bin/cutover-auditor
+LABEL org.opencontainers.image.title="cutover-auditor" \
+      org.opencontainers.image.description="Tells a Kubernetes platform team, with evidence, when it is safe to cut over away from legacy ServiceAccount tokens." \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="https://github.com/cutover-auditor/cutover-auditor" \
+      org.opencontainers.image.documentation="https://github.com/cutover-auditor/cutover-auditor/blob/main/README.md"
+
+COPY LICENSE /licenses/LICENSE
+COPY cutover-auditor /usr/local/bin/cutover-auditor
+
+# uid/gid 65532 ("nonroot" by convention); the Deployment sets the same
+# runAsUser so the kubelet can verify runAsNonRoot.
 USER 65532:65532
 EXPOSE 9877
 ENTRYPOINT ["/usr/local/bin/cutover-auditor"]

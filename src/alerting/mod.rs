@@ -4,7 +4,7 @@
 //! [`desired()`] is the pure half (`desired.rs`): from one
 //! [`Status`](crate::status::Status) and `now` it returns the
 //! alerts the rules file would have firing, with the same names, `severity`,
-//! identifying labels (`cutover`; `instance` for scrape failures; `kind` and
+//! identifying labels (`cutover`; `apiserver` for scrape failures; `kind` and
 //! `window` for invalidated tokens) and the annotation texts of the rules'
 //! templates, rendered with Prometheus' `humanize*` formats so both channels
 //! read alike. Two rules cannot be mirrored exactly from a single status and
@@ -12,7 +12,9 @@
 //! regressions and names the last one instead of counting those of the last
 //! hour, and `CutoverAuditorScrapeFailing` names the last scrape error instead
 //! of the most frequent one. `CutoverAuditorDown` is not pushed at all: a
-//! process cannot report its own absence, so only Prometheus can raise it.
+//! process cannot report its own absence, so only Prometheus can raise it;
+//! nor are the rules on evaluation, discovery and state-write health, which
+//! the status does not carry.
 //! The daemon's alerts carry no `job`/`instance` of the auditor itself, so
 //! when both Prometheus rules and the direct push are enabled Alertmanager
 //! sees two alerts per condition; enable one of them.

@@ -38,11 +38,16 @@ const ALERTS: &[(&str, &str)] = &[
     ("LegacyServiceAccountTokensInUse", "warning"),
     ("StaleServiceAccountTokensInUse", "warning"),
     ("InvalidatedLegacyTokensPresented", "critical"),
-    ("ServiceAccountTokenCutoverReady", "info"),
+    // Not `info`: kube-prometheus-stack's InfoInhibitor would swallow it.
+    ("ServiceAccountTokenCutoverReady", "warning"),
     ("ServiceAccountTokenCutoverRegressed", "critical"),
     ("CutoverAuditorScrapeFailing", "warning"),
     ("CutoverAuditorBlind", "warning"),
-    ("CutoverAuditorDown", "critical"),
+    // Down harms no client: it only delays the evidence.
+    ("CutoverAuditorDown", "warning"),
+    ("CutoverAuditorEvaluationStale", "warning"),
+    ("CutoverAuditorDiscoveryFailing", "warning"),
+    ("CutoverAuditorStateWriteFailing", "warning"),
 ];
 
 /// Sections every runbook has, in this order, so an on-call engineer finds
@@ -111,7 +116,30 @@ fn unit_tests_fail_when_a_rule_changes() {
     // Each mutation changes what an alert says or when it fires; if the unit
     // tests still pass, they do not check what they claim to.
     let mutations = [
-        ("severity: info", "severity: warning"),
+        (
+            "          severity: warning\n        annotations:\n          summary: Cutover {{ $labels.cutover }} is ready",
+            "          severity: info\n        annotations:\n          summary: Cutover {{ $labels.cutover }} is ready",
+        ),
+        (
+            "severity: warning\n        annotations:\n          summary: cutover-auditor is down",
+            "severity: critical\n        annotations:\n          summary: cutover-auditor is down",
+        ),
+        (
+            "cutover_last_evaluation_timestamp_seconds) > 300",
+            "cutover_last_evaluation_timestamp_seconds) > 240",
+        ),
+        (
+            "cutover_discovery_last_success_timestamp_seconds > 600",
+            "cutover_discovery_last_success_timestamp_seconds > 0",
+        ),
+        (
+            "increase(cutover_state_write_errors_total[15m]) > 0",
+            "increase(cutover_state_write_errors_total[15m]) >= 0",
+        ),
+        (
+            "cutover_scrape_errors_total{apiserver=%q,job=%q,instance=%q}",
+            "cutover_scrape_errors_total{instance=%q,job=%q,apiserver=%q}",
+        ),
         ("for: 10m", "for: 20m"),
         ("> cutover_window_seconds)", ">= cutover_window_seconds)"),
         (

@@ -109,7 +109,7 @@ async fn alerts_reach_every_replica_resolve_and_survive_a_restart() {
             "resolution took {:?}: it was not pushed",
             turned.elapsed()
         );
-        assert_eq!(alert["labels"]["severity"], "info");
+        assert_eq!(alert["labels"]["severity"], "warning");
         assert_eq!(
             alert["annotations"]["description"],
             "Cutover legacy-tokens: no use in a fully observed 7d 0h 0m 0s window (observed \

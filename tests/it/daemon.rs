@@ -173,13 +173,13 @@ async fn daemon_numbers_equal_ground_truth_through_resets_churn_outages_and_rota
             "cutover_coverage_holes_total",
         ])
         .await;
-    let instance_0 = [("instance", addrs[0].as_str())];
+    let instance_0 = [("apiserver", addrs[0].as_str())];
     for kind in exact_kinds {
         let truth = sim.increments(0, kind, origin - mins(1), before_removal) as f64;
         let got = sample(
             &page,
             "cutover_apiserver_token_uses_total",
-            &[("instance", &addrs[0]), ("kind", kind.label())],
+            &[("apiserver", &addrs[0]), ("kind", kind.label())],
         );
         assert_eq!(got.unwrap_or(0.0), truth, "instance 0 {kind}\n{text}");
     }
@@ -211,7 +211,7 @@ async fn daemon_numbers_equal_ground_truth_through_resets_churn_outages_and_rota
     // Instance 0 left: none of its series is exported any more (its uses
     // stay in the sums).
     assert!(
-        !text.contains(&format!("instance=\"{}\"", addrs[0])),
+        !text.contains(&format!("apiserver=\"{}\"", addrs[0])),
         "series of the departed instance 0 are still exported\n{text}"
     );
     // Exact totals per current instance and kind, for the kinds that were
@@ -224,7 +224,7 @@ async fn daemon_numbers_equal_ground_truth_through_resets_churn_outages_and_rota
             let got = sample(
                 &page,
                 "cutover_apiserver_token_uses_total",
-                &[("instance", addr), ("kind", kind.label())],
+                &[("apiserver", addr), ("kind", kind.label())],
             );
             assert_eq!(
                 got.unwrap_or(0.0),
@@ -250,10 +250,16 @@ async fn daemon_numbers_equal_ground_truth_through_resets_churn_outages_and_rota
         sample(
             &page,
             "cutover_apiserver_resets_total",
-            &[("instance", addr)],
+            &[("apiserver", addr)],
         )
     };
-    let holes = |addr: &str| sample(&page, "cutover_coverage_holes_total", &[("instance", addr)]);
+    let holes = |addr: &str| {
+        sample(
+            &page,
+            "cutover_coverage_holes_total",
+            &[("apiserver", addr)],
+        )
+    };
     assert_eq!(
         resets(&addrs[2]),
         Some(1.0),
@@ -275,7 +281,7 @@ async fn daemon_numbers_equal_ground_truth_through_resets_churn_outages_and_rota
         sample(
             &page,
             "cutover_scrape_errors_total",
-            &[("instance", addr), ("reason", reason)],
+            &[("apiserver", addr), ("reason", reason)],
         )
         .unwrap_or(0.0)
     };
@@ -553,7 +559,7 @@ async fn a_static_target_that_never_resolves_is_listed_down_with_reason_dns() {
         ])
         .await;
     assert_eq!(
-        sample(&page, "cutover_scrape_success", &[("instance", bad)]),
+        sample(&page, "cutover_scrape_success", &[("apiserver", bad)]),
         Some(0.0),
         "{text}"
     );
@@ -561,7 +567,7 @@ async fn a_static_target_that_never_resolves_is_listed_down_with_reason_dns() {
         sample(
             &page,
             "cutover_scrape_errors_total",
-            &[("instance", bad), ("reason", "dns")]
+            &[("apiserver", bad), ("reason", "dns")]
         )
         .is_some_and(|n| n >= 3.0),
         "{text}"
@@ -619,7 +625,7 @@ async fn a_static_target_that_stops_resolving_stays_a_target_down_and_blocks_rea
     );
     let (page, text) = daemon.metrics(&["cutover_scrape_success"]).await;
     assert_eq!(
-        sample(&page, "cutover_scrape_success", &[("instance", &name(0))]),
+        sample(&page, "cutover_scrape_success", &[("apiserver", &name(0))]),
         Some(0.0),
         "{text}"
     );

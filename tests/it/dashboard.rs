@@ -46,7 +46,14 @@ const CONTRACT_METRICS: &[&str] = &[
 
 /// Labels of the contract, plus the cluster label the dashboard is set to.
 const CONTRACT_LABELS: &[&str] = &[
-    "cutover", "state", "kind", "window", "instance", "reason", "version", "cluster",
+    "cutover",
+    "state",
+    "kind",
+    "window",
+    "apiserver",
+    "reason",
+    "version",
+    "cluster",
 ];
 
 /// What the dashboard must show: the metric behind each view.
@@ -67,6 +74,19 @@ const REQUIRED_METRICS: &[&str] = &[
 ];
 
 const DATASOURCE_REF: &str = "${datasource}";
+
+/// Fleet panels (title prefix; their source is `panel "Fleet: ..."`) show
+/// every cluster, ignoring the cluster variable.
+const FLEET_PREFIX: &str = "panel \"Fleet:";
+
+/// The state encoding of the verdict panels' value mappings: a lower value
+/// is a worse state, so `min` is the worst.
+const STATE_VALUES: &[(&str, &str)] = &[
+    ("0", "blind"),
+    ("1", "in_use"),
+    ("2", "no_signal"),
+    ("3", "ready"),
+];
 
 #[test]
 fn the_dashboard_uses_the_current_schema_and_a_datasource_and_cluster_variable() {
@@ -109,16 +129,27 @@ fn the_dashboard_uses_the_current_schema_and_a_datasource_and_cluster_variable()
         .unwrap_or_else(|| panic!("no cluster variable"));
     assert_eq!(cluster["type"], "query");
     assert_eq!(cluster["datasource"]["uid"], DATASOURCE_REF);
+    // One cluster at a time: with "All" the verdict would mix clusters. The
+    // Fleet row shows every cluster instead.
     assert_eq!(
-        (&cluster["includeAll"], &cluster["allValue"]),
-        (&json!(true), &json!(".*"))
+        (&cluster["includeAll"], &cluster["multi"]),
+        (&json!(false), &json!(false)),
+        "the cluster variable is single-select without All"
     );
+    assert!(cluster.get("allValue").is_none(), "allValue without All");
     let query = variable_queries(&d, &Substitutions::default()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(query.len(), 1);
     assert_eq!(query[0].expr, "label_values(cutover_build_info, cluster)");
 
     let matcher = r#"${cluster_label}=~"${cluster}""#;
     for (source, expr) in raw_queries(&d) {
+        if source.starts_with(FLEET_PREFIX) {
+            assert!(
+                !expr.contains("${cluster}"),
+                "{source}: the fleet view shows every cluster:\n{expr}"
+            );
+            continue;
+        }
         let selectors = expr.matches("cutover_").count();
         let filtered = expr.matches(matcher).count();
         assert_eq!(
@@ -420,8 +451,9 @@ fn the_live_query_helper_lists_every_panel_target() {
     assert_eq!(queries.len(), targets);
     for q in &queries {
         assert!(matches!(q.source, Source::Panel(_)));
+        // `"$1"` is a label_replace group, not a variable.
         assert!(
-            !q.expr.contains('$'),
+            !q.expr.replace(r#""$1""#, "").contains('$'),
             "{:?}: unsubstituted {}",
             q.source,
             q.expr
@@ -433,6 +465,126 @@ fn the_live_query_helper_lists_every_panel_target() {
 
 /// Every PromQL query of the dashboard (panels and annotations), with the
 /// variables at their defaults.
+/// Every verdict query aggregates the state with `min` over the value
+/// mapping where lower is worse: a cluster (or an auditor) still in use is
+/// never painted over by a ready one.
+#[test]
+fn verdict_panels_show_the_worst_state() {
+    let d = load_dashboard();
+    let mut verdicts = 0;
+    for p in all_panels(&d) {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().unwrap_or_default();
+            if !expr.contains("cutover_state{") {
+                continue;
+            }
+            verdicts += 1;
+            assert!(
+                expr.contains("min by (") && !expr.contains("max by ("),
+                "panel {}: the worst (min) state expected:\n{expr}",
+                p["title"]
+            );
+            let mapping = &p["fieldConfig"]["defaults"]["mappings"][0]["options"];
+            for (value, state) in STATE_VALUES {
+                assert_eq!(
+                    mapping[*value]["text"], *state,
+                    "panel {}: value {value}",
+                    p["title"]
+                );
+                assert!(
+                    expr.contains(&format!("{value} * (cutover_state{{"))
+                        && expr.contains(&format!("state=\"{state}\"}} == 1)")),
+                    "panel {}: {state} must be {value}:\n{expr}",
+                    p["title"]
+                );
+            }
+        }
+    }
+    assert!(verdicts >= 3, "{verdicts} verdict queries");
+}
+
+/// The fleet view: every cluster, grouped by the cluster label, the
+/// worst state, and the cluster named in every legend.
+#[test]
+fn the_fleet_view_shows_the_worst_state_per_cluster_with_the_cluster_in_legends() {
+    let d = load_dashboard();
+    let fleet: Vec<&Value> = all_panels(&d)
+        .into_iter()
+        .filter(|p| p["title"].as_str().is_some_and(|t| t.starts_with("Fleet:")))
+        .collect();
+    assert!(!fleet.is_empty(), "no Fleet: panel");
+    for p in fleet {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().unwrap_or_default();
+            assert!(
+                expr.contains("min by (${cluster_label}, cutover)"),
+                "grouped by cluster and cutover:\n{expr}"
+            );
+            assert!(
+                expr.contains(r#"label_replace("#)
+                    && expr.contains(r#""cluster", "$1", "${cluster_label}""#),
+                "the cluster label is copied to `cluster` for the legend:\n{expr}"
+            );
+            let legend = t["legendFormat"].as_str().unwrap_or_default();
+            assert!(legend.starts_with("{{cluster}}"), "legend {legend:?}");
+        }
+    }
+}
+
+/// Links to the runbooks and the status page, times in UTC, and token
+/// counters (token-cache misses) never shown as requests.
+#[test]
+fn links_utc_and_token_units() {
+    let d = load_dashboard();
+    assert_eq!(d["timezone"], "utc");
+    let vars: BTreeMap<&str, &Value> = d["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|v| (v["name"].as_str().unwrap_or_default(), v))
+        .collect();
+    let links: BTreeMap<&str, &str> = d["links"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| {
+            (
+                l["title"].as_str().unwrap_or_default(),
+                l["url"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(links.get("Runbooks"), Some(&"${runbook_base}"));
+    assert_eq!(links.get("Status page"), Some(&"${status_page}"));
+    // The runbook base is the alerts' default runbook_url base.
+    let rules = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/rules/cutover-auditor.rules.yaml"
+    ))
+    .unwrap_or_else(|e| panic!("rules: {e}"));
+    let base = vars["runbook_base"]["query"].as_str().unwrap_or_default();
+    assert!(
+        rules.contains(&format!("runbook_url: {base}CutoverAuditorDown.md")),
+        "runbook_base {base} is not the rules' base"
+    );
+    assert_eq!(vars["status_page"]["type"], "constant");
+
+    for p in all_panels(&d) {
+        let unit = p["fieldConfig"]["defaults"]["unit"]
+            .as_str()
+            .unwrap_or_default();
+        assert_ne!(unit, "reqps", "panel {}: not requests", p["title"]);
+        let token = p["targets"].as_array().into_iter().flatten().any(|t| {
+            let e = t["expr"].as_str().unwrap_or_default();
+            e.contains("rate(cutover_token_uses_total")
+                || e.contains("rate(cutover_apiserver_token_uses_total")
+        });
+        if token {
+            assert_eq!(unit, "suffix: misses/s", "panel {}", p["title"]);
+        }
+    }
+}
+
 fn promql_queries(d: &Value) -> Vec<Query> {
     let subs = Substitutions::default();
     let mut q = panel_queries(d, &subs).unwrap_or_else(|e| panic!("{e}"));

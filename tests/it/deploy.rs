@@ -1,11 +1,17 @@
 //! Checks of the Kubernetes manifests in `deploy/` and of the `Dockerfile`.
 //!
-//! Every Kustomize directory (the base and each overlay) is rendered with
-//! `kubectl kustomize` (offline: no kubeconfig), validated against the
-//! Kubernetes OpenAPI schemas with `kubernetes-validate --strict`, and its
-//! objects are checked here for the Pod Security "restricted" level, the exact
-//! RBAC grants, and the wiring between Deployment, Service, ServiceMonitor,
-//! NetworkPolicy and the config file. The sources are linted with yamllint.
+//! Every documented install (the base alone and with each combination of the
+//! Components in `deploy/components/`, as `deploy/README.md` lists them) is
+//! written as a kustomization under the target directory and rendered with
+//! `kubectl kustomize` (offline: no kubeconfig). The built-in objects are
+//! validated against the Kubernetes OpenAPI schemas with `kubernetes-validate
+//! --strict`; the ServiceMonitor and PrometheusRule against prometheus-operator's
+//! schemas (the npm package `@kubernetes-models/prometheus-operator`, run by
+//! node: types, enums, patterns such as durations, required fields; unknown
+//! keys are checked here). The objects are checked for the Pod Security
+//! "restricted" level, the exact RBAC grants, and the wiring between
+//! Deployment, Service, ServiceMonitor, NetworkPolicy and the config file.
+//! The sources are linted with yamllint.
 //!
 //! External tools are required, not optional: a missing tool fails the test
 //! with the command that installs it. YAML and TOML are read by python3
@@ -20,12 +26,38 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{Value, json};
 
-/// Every Kustomize directory a user may apply.
+/// Every documented install: `base` plus the Components after each `+`
+/// (directories of `deploy/components/`), in this order.
 const KUSTOMIZATIONS: &[&str] = &[
-    "deploy/base",
-    "deploy/overlays/kube-prometheus-stack",
-    "deploy/overlays/persistent-state",
+    "base",
+    "base+kube-prometheus-stack",
+    "base+kube-prometheus",
+    "base+network-policy",
+    "base+persistent-state",
+    "base+runbook-url",
+    "base+kube-prometheus-stack+network-policy+persistent-state+runbook-url",
+    "base+kube-prometheus+network-policy+persistent-state",
 ];
+
+/// Every Component, each documented in deploy/README.md.
+const COMPONENTS: &[&str] = &[
+    "kube-prometheus-stack",
+    "kube-prometheus",
+    "network-policy",
+    "persistent-state",
+    "runbook-url",
+];
+
+/// The runbook base of `deploy/components/runbook-url/runbook-url.example.yaml`.
+const EXAMPLE_RUNBOOK_BASE: &str = "https://wiki.example.com/cutover-auditor";
+/// The runbook base of the rules file (the default).
+const DEFAULT_RUNBOOK_PREFIX: &str =
+    "https://github.com/cutover-auditor/cutover-auditor/blob/main/docs/runbooks/";
+
+/// True when the install `combo` includes `component`.
+fn has(combo: &str, component: &str) -> bool {
+    combo.split('+').skip(1).any(|c| c == component)
+}
 
 /// Kubernetes versions whose schemas the manifests must satisfy: the oldest
 /// and the newest that kubernetes-validate ships.
@@ -62,19 +94,22 @@ fn every_kustomization_renders_offline_to_the_expected_objects() {
         ("Service", NAMESPACE, NAME),
         ("ServiceMonitor", NAMESPACE, NAME),
         ("PrometheusRule", NAMESPACE, NAME),
-        ("NetworkPolicy", NAMESPACE, NAME),
     ]
     .iter()
     .map(|(k, ns, n)| (k.to_string(), ns.to_string(), n.to_string()))
     .collect();
     for dir in KUSTOMIZATIONS {
         let mut expected = base.clone();
-        if dir.ends_with("persistent-state") {
-            expected.insert((
-                "PersistentVolumeClaim".into(),
-                NAMESPACE.into(),
-                "cutover-auditor-state".into(),
-            ));
+        let mut add = |k: &str, n: &str| expected.insert((k.into(), NAMESPACE.into(), n.into()));
+        if has(dir, "persistent-state") {
+            add("PersistentVolumeClaim", "cutover-auditor-state");
+        }
+        if has(dir, "network-policy") {
+            add("NetworkPolicy", NAME);
+        }
+        if has(dir, "kube-prometheus") {
+            add("Role", "prometheus-k8s");
+            add("RoleBinding", "prometheus-k8s");
         }
         let found: BTreeSet<_> = objects(dir)
             .iter()
@@ -99,14 +134,58 @@ fn every_kustomization_renders_offline_to_the_expected_objects() {
 #[test]
 fn every_kustomization_passes_strict_kubernetes_schema_validation() {
     for dir in KUSTOMIZATIONS {
-        let builtin: Vec<Value> = objects(dir)
+        let (custom, builtin): (Vec<Value>, Vec<Value>) = objects(dir)
             .into_iter()
-            .filter(|o| !CUSTOM_KINDS.contains(&kind(o)))
-            .collect();
+            .partition(|o| CUSTOM_KINDS.contains(&kind(o)));
         for version in KUBERNETES_VERSIONS {
             if let Err(report) = kubernetes_validate(&builtin, version) {
                 panic!("{dir} against Kubernetes {version}:\n{report}");
             }
+        }
+        assert_eq!(custom.len(), CUSTOM_KINDS.len(), "{dir}: custom resources");
+        if let Err(report) = crd_validate(&custom) {
+            panic!("{dir}: prometheus-operator schemas:\n{report}");
+        }
+    }
+}
+
+/// The CRD validator rejects what the operator's schema rejects: a wrong
+/// type, a malformed duration, a missing required field.
+#[test]
+fn crd_validation_rejects_broken_custom_resources() {
+    let objects = objects("base");
+    let sm = object(&objects, "ServiceMonitor");
+    let rule = object(&objects, "PrometheusRule");
+    let cases: &[(&Value, &str, Value, &str)] = &[
+        (&sm, "/spec/endpoints/0/port", json!(9877), "must be string"),
+        (
+            &sm,
+            "/spec/endpoints/0/interval",
+            json!("30 seconds"),
+            "must match pattern",
+        ),
+        (
+            &rule,
+            "/spec/groups/0/rules/0/for",
+            json!("5 minutes"),
+            "must match pattern",
+        ),
+        (
+            &rule,
+            "/spec/groups/0/name",
+            Value::Null,
+            "must have required property",
+        ),
+    ];
+    for (o, pointer, value, expected) in cases {
+        let mut broken = (*o).clone();
+        set(&mut broken, pointer, value.clone());
+        match crd_validate(&[broken]) {
+            Ok(()) => panic!("{} {pointer} = {value}: accepted", kind(o)),
+            Err(report) => assert!(
+                report.contains(expected),
+                "{pointer} = {value}: expected {expected:?} in\n{report}"
+            ),
         }
     }
 }
@@ -115,7 +194,7 @@ fn every_kustomization_passes_strict_kubernetes_schema_validation() {
 /// above proves nothing; an unknown apiVersion must not pass as "no schema".
 #[test]
 fn schema_validation_rejects_broken_objects() {
-    let deployment = object(&objects("deploy/base"), "Deployment");
+    let deployment = object(&objects("base"), "Deployment");
     let cases: &[(&str, Value, &str)] = &[
         ("/spec/replica", json!(1), "'replica' was unexpected"),
         ("/spec/replicas", json!("one"), "is not of type"),
@@ -242,7 +321,7 @@ fn the_pod_security_checker_catches_each_violation() {
         ),
         ("/containers/0/ports/0/hostPort", json!(9877), "hostPort"),
     ];
-    let deployment = object(&objects("deploy/base"), "Deployment");
+    let deployment = object(&objects("base"), "Deployment");
     let pod = &deployment["spec"]["template"]["spec"];
     for (pointer, value, expected) in cases {
         let mut changed = pod.clone();
@@ -289,6 +368,30 @@ fn the_pod_security_checker_catches_each_violation() {
 // ---------------------------------------------------------------------------
 // RBAC
 
+/// kube-prometheus' Prometheus (monitoring/prometheus-k8s) may discover the
+/// auditor's Service, Endpoints(Slices) and Pods in its namespace, no more.
+fn kube_prometheus_rbac() -> Vec<Value> {
+    let read = ["get", "list", "watch"];
+    vec![
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "prometheus-k8s", "namespace": NAMESPACE},
+            "rules": [
+                {"apiGroups": [""], "resources": ["services", "endpoints", "pods"], "verbs": read},
+                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read},
+            ],
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "prometheus-k8s", "namespace": NAMESPACE},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "prometheus-k8s"},
+            "subjects": [{"kind": "ServiceAccount", "name": "prometheus-k8s", "namespace": "monitoring"}],
+        }),
+    ]
+}
+
+/// Discovery only lists EndpointSlices (a collection GET with a label
+/// selector, src/discovery.rs): `list`, never `watch` or `get`.
 #[test]
 fn rbac_grants_exactly_metrics_and_endpointslice_discovery() {
     let subject = json!([{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}]);
@@ -311,7 +414,7 @@ fn rbac_grants_exactly_metrics_and_endpointslice_discovery() {
             "rules": [{
                 "apiGroups": ["discovery.k8s.io"],
                 "resources": ["endpointslices"],
-                "verbs": ["list", "watch"],
+                "verbs": ["list"],
             }],
         }),
         json!({
@@ -336,9 +439,12 @@ fn rbac_grants_exactly_metrics_and_endpointslice_discovery() {
                 o
             })
             .collect();
-        rbac.sort_by_key(|o| kind(o).to_string());
+        rbac.sort_by_key(|o| format!("{} {}", kind(o), o["metadata"]["name"]));
         let mut want = expected.clone();
-        want.sort_by_key(|o| kind(o).to_string());
+        if has(dir, "kube-prometheus") {
+            want.extend(kube_prometheus_rbac());
+        }
+        want.sort_by_key(|o| format!("{} {}", kind(o), o["metadata"]["name"]));
         assert_eq!(rbac, want, "{dir}: RBAC");
 
         let sa = object(&objects, "ServiceAccount");
@@ -421,7 +527,7 @@ fn the_deployment_runs_one_auditor_with_probes_state_and_config() {
         let state_mount = mount(STATE_DIR);
         assert_ne!(state_mount["readOnly"], true, "{dir}");
         let state = volume(&state_mount["name"]);
-        if dir.ends_with("persistent-state") {
+        if has(dir, "persistent-state") {
             assert_eq!(
                 state["persistentVolumeClaim"]["claimName"],
                 "cutover-auditor-state"
@@ -435,7 +541,7 @@ fn the_deployment_runs_one_auditor_with_probes_state_and_config() {
 
 #[test]
 fn the_config_in_the_configmap_agrees_with_the_deployment() {
-    let objects = objects("deploy/base");
+    let objects = objects("base");
     let cm = object(&objects, "ConfigMap");
     let text = str_at(&cm, "/data/config.toml");
     let shipped = std::fs::read_to_string(repo().join("deploy/base/config.toml"))
@@ -524,9 +630,11 @@ fn the_service_monitor_scrapes_the_metrics_port_as_job_cutover_auditor() {
         );
         assert_eq!(e["port"], "metrics");
         assert_eq!(e["path"], "/metrics");
-        assert_eq!(
-            e["honorLabels"], true,
-            "{dir}: instance must stay the apiserver's"
+        // The apiserver has its own label: `instance` stays the auditor's
+        // target, and `overrideHonorLabels` changes nothing.
+        assert!(
+            e.get("honorLabels").is_none_or(|h| h == false),
+            "{dir}: honorLabels is not needed: {e}"
         );
     }
 }
@@ -589,9 +697,7 @@ fn the_prometheus_rule_is_a_well_formed_custom_resource() {
 fn the_kube_prometheus_stack_overlay_labels_what_prometheus_selects() {
     for dir in KUSTOMIZATIONS {
         let objects = objects(dir);
-        let want = dir
-            .ends_with("kube-prometheus-stack")
-            .then_some("kube-prometheus-stack");
+        let want = has(dir, "kube-prometheus-stack").then_some("kube-prometheus-stack");
         for k in CUSTOM_KINDS {
             let release = object(&objects, k)["metadata"]["labels"]["release"].clone();
             assert_eq!(release.as_str(), want, "{dir}: {k} release label");
@@ -599,10 +705,58 @@ fn the_kube_prometheus_stack_overlay_labels_what_prometheus_selects() {
     }
 }
 
+/// The egress ports of `deploy/components/network-policy/ports.yaml`, the
+/// one place they are set, as (destination, port, protocol).
+fn egress_ports_file() -> Vec<(String, u64, String)> {
+    let text = std::fs::read_to_string(repo().join("deploy/components/network-policy/ports.yaml"))
+        .unwrap_or_else(|e| panic!("ports.yaml: {e}"));
+    let docs = python_json(YAML_TO_JSON, &text);
+    let spec = &docs[0]["spec"];
+    let mut out = Vec::new();
+    for dest in ["dns", "alertmanager", "apiserver"] {
+        for p in spec[dest].as_array().into_iter().flatten() {
+            out.push((
+                dest.to_string(),
+                p["port"].as_u64().unwrap_or(0),
+                str_at(p, "/protocol").to_string(),
+            ));
+        }
+    }
+    out
+}
+
 #[test]
-fn the_network_policy_admits_metrics_and_allows_only_apiserver_and_dns() {
+fn the_network_policy_is_opt_in_and_takes_its_ports_from_one_place() {
+    // The one place holds what the auditor needs: DNS, Alertmanager's API
+    // and the apiserver ports of kubeadm, managed and other control planes.
+    let file = egress_ports_file();
+    let want: Vec<(String, u64, String)> = [
+        ("dns", 53, "UDP"),
+        ("dns", 53, "TCP"),
+        ("alertmanager", 9093, "TCP"),
+        ("apiserver", 443, "TCP"),
+        ("apiserver", 6443, "TCP"),
+        ("apiserver", 8443, "TCP"),
+    ]
+    .iter()
+    .map(|(d, p, proto)| (d.to_string(), *p, proto.to_string()))
+    .collect();
+    assert_eq!(file, want, "ports.yaml");
+
     for dir in KUSTOMIZATIONS {
         let objects = objects(dir);
+        let policies: Vec<&Value> = objects
+            .iter()
+            .filter(|o| kind(o) == "NetworkPolicy")
+            .collect();
+        if !has(dir, "network-policy") {
+            assert!(policies.is_empty(), "{dir}: the NetworkPolicy is opt-in");
+            continue;
+        }
+        assert!(
+            objects.iter().all(|o| kind(o) != "EgressPorts"),
+            "{dir}: the ports file is local-config, never applied"
+        );
         let np = object(&objects, "NetworkPolicy");
         let spec = &np["spec"];
         let pod_labels = &object(&objects, "Deployment")["spec"]["template"]["metadata"]["labels"];
@@ -616,82 +770,135 @@ fn the_network_policy_admits_metrics_and_allows_only_apiserver_and_dns() {
             json!([{"ports": [{"port": "metrics", "protocol": "TCP"}]}]),
             "{dir}: ingress"
         );
-        // Egress: exactly DNS to kube-dns and the apiserver ports.
-        let ports: BTreeSet<(u64, String)> = spec["egress"]
+        // Egress: one rule per destination, in the order of ports.yaml, each
+        // with `to` and exactly that destination's ports (numbers, not names).
+        let rules = spec["egress"].as_array().cloned().unwrap_or_default();
+        let mut found = Vec::new();
+        for (rule, dest) in rules.iter().zip(["dns", "alertmanager", "apiserver"]) {
+            assert!(
+                rule["to"].is_array(),
+                "{dir}: egress rule without `to`: {rule}"
+            );
+            let ports = rule["ports"].as_array().cloned().unwrap_or_default();
+            assert!(
+                !ports.is_empty(),
+                "{dir}: {dest}: no ports allows every port"
+            );
+            for p in ports {
+                let port = p["port"]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("{dir}: {dest}: port {} is not a number", p["port"]));
+                found.push((dest.to_string(), port, str_at(&p, "/protocol").to_string()));
+            }
+        }
+        assert_eq!(rules.len(), 3, "{dir}: egress rules");
+        assert_eq!(found, want, "{dir}: egress ports");
+        assert_eq!(
+            rules[0]["to"][0]["podSelector"]["matchLabels"]["k8s-app"], "kube-dns",
+            "{dir}: DNS goes to kube-dns only"
+        );
+    }
+    // The Cilium caveat is where a user reads before applying.
+    for doc in [
+        "deploy/components/network-policy/networkpolicy.yaml",
+        "deploy/README.md",
+    ] {
+        let text =
+            std::fs::read_to_string(repo().join(doc)).unwrap_or_else(|e| panic!("{doc}: {e}"));
+        assert!(
+            text.contains("policy-cidr-match-mode") && text.contains("Cilium"),
+            "{doc}: the Cilium ipBlock caveat"
+        );
+    }
+}
+
+/// runbook_url: the in-repo default, or the base of the runbook-url
+/// component's ConfigMap, chosen at render time, for every alert.
+#[test]
+fn runbook_urls_point_at_the_configured_base() {
+    for dir in KUSTOMIZATIONS {
+        let rule = object(&objects(dir), "PrometheusRule");
+        let prefix = if has(dir, "runbook-url") {
+            format!("{EXAMPLE_RUNBOOK_BASE}/runbooks/")
+        } else {
+            DEFAULT_RUNBOOK_PREFIX.to_string()
+        };
+        let mut n = 0;
+        for r in rule["spec"]["groups"]
             .as_array()
             .into_iter()
             .flatten()
-            .flat_map(|rule| {
-                assert!(
-                    rule["to"].is_array(),
-                    "{dir}: egress rule without `to`: {rule}"
-                );
-                rule["ports"].as_array().cloned().unwrap_or_else(|| {
-                    panic!("{dir}: egress rule without ports allows every port: {rule}")
-                })
-            })
-            .map(|p| {
-                (
-                    p["port"].as_u64().unwrap_or(0),
-                    str_at(&p, "/protocol").to_string(),
-                )
-            })
-            .collect();
-        let want: BTreeSet<(u64, String)> = [(53, "UDP"), (53, "TCP"), (443, "TCP"), (6443, "TCP")]
-            .iter()
-            .map(|(p, proto)| (*p, proto.to_string()))
-            .collect();
-        assert_eq!(ports, want, "{dir}: egress ports");
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+        {
+            let url = str_at(&r, "/annotations/runbook_url");
+            assert_eq!(url, format!("{prefix}{}.md", str_at(&r, "/alert")), "{dir}");
+            n += 1;
+        }
+        assert!(n >= 11, "{dir}: {n} alerts");
+    }
+}
+
+/// Every Component is documented and rendered in at least one install, and
+/// deploy/README.md lists each one.
+#[test]
+fn every_component_is_documented_and_rendered() {
+    let dir = repo().join("deploy/components");
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    on_disk.sort();
+    let mut listed: Vec<String> = COMPONENTS.iter().map(|c| c.to_string()).collect();
+    listed.sort();
+    assert_eq!(on_disk, listed, "deploy/components");
+    let readme = std::fs::read_to_string(repo().join("deploy/README.md"))
+        .unwrap_or_else(|e| panic!("deploy/README.md: {e}"));
+    for c in COMPONENTS {
+        assert!(
+            readme.contains(&format!("components/{c}")),
+            "deploy/README.md does not document {c}"
+        );
+        assert!(
+            KUSTOMIZATIONS.iter().any(|k| has(k, c)),
+            "{c} is never rendered"
+        );
     }
 }
 
 // ---------------------------------------------------------------------------
 // Dockerfile
 
+/// The Dockerfile needs no base image (FROM scratch around the static
+/// binary that deploy/image/build.sh builds locked), runs as a numeric
+/// non-root user that the Deployment also sets, in exec form, and carries the
+/// OCI labels; build.sh tags it with Cargo.toml's version. (tests/run-all.sh
+/// builds it with buildah and deploy/image/check.sh runs its binary.)
 #[test]
-fn the_dockerfile_builds_locked_and_runs_non_root_without_a_shell() {
+fn the_dockerfile_is_from_scratch_non_root_labelled_and_built_locked() {
     let text = std::fs::read_to_string(repo().join("Dockerfile"))
         .unwrap_or_else(|e| panic!("Dockerfile: {e}"));
     let stages = dockerfile_stages(&text);
-    assert!(
-        stages.len() >= 2,
-        "multi-stage build expected, got {stages:?}"
+    assert_eq!(stages.len(), 1, "one stage expected, got {stages:?}");
+    let runtime = &stages[0];
+    assert_eq!(
+        runtime[0].1, "scratch",
+        "FROM scratch: no base image to fetch"
     );
-    let builder = stages[..stages.len() - 1]
-        .iter()
-        .find(|s| {
-            s.iter()
-                .any(|(i, a)| i == "RUN" && a.contains("cargo build --release --locked"))
-        })
-        .unwrap_or_else(|| panic!("no build stage runs `cargo build --release --locked`"));
-    assert!(
-        builder[0].1.starts_with("rust:"),
-        "builder image: {}",
-        builder[0].1
-    );
-
-    let runtime = &stages[stages.len() - 1];
-    let image = runtime[0].1.split_whitespace().next().unwrap_or_default();
-    assert!(
-        image == "scratch" || image.starts_with("gcr.io/distroless/"),
-        "runtime image {image}: distroless or scratch expected"
-    );
-    // No RUN: the runtime image has no shell to run it with.
     let instructions: Vec<&str> = runtime.iter().map(|(i, _)| i.as_str()).collect();
-    assert!(!instructions.contains(&"RUN"), "RUN in the runtime stage");
+    assert!(!instructions.contains(&"RUN"), "RUN: scratch has no shell");
     let user = runtime
         .iter()
         .rev()
         .find(|(i, _)| i == "USER")
         .map(|(_, a)| a.as_str())
-        .unwrap_or_else(|| panic!("no USER in the runtime stage"));
+        .unwrap_or_else(|| panic!("no USER"));
     let uid = user.split(':').next().unwrap_or_default();
     assert!(
         uid.parse::<u32>().is_ok_and(|u| u != 0),
         "USER {user}: numeric non-root uid expected"
     );
-    // The Deployment's runAsUser must be the image's user.
-    let deployment = object(&objects("deploy/base"), "Deployment");
+    let deployment = object(&objects("base"), "Deployment");
     assert_eq!(
         deployment["spec"]["template"]["spec"]["securityContext"]["runAsUser"].to_string(),
         uid
@@ -701,18 +908,67 @@ fn the_dockerfile_builds_locked_and_runs_non_root_without_a_shell() {
             .iter()
             .find(|(i, _)| i == instruction)
             .map(|(_, a)| a.as_str())
-            .unwrap_or_else(|| panic!("no {instruction} in the runtime stage"));
+            .unwrap_or_else(|| panic!("no {instruction}"));
         let exec_form: Result<Vec<String>, _> = serde_json::from_str(args);
         assert!(
             exec_form.is_ok(),
             "{instruction} {args}: exec (JSON) form expected"
         );
     }
-    assert!(
-        instructions.contains(&"COPY"),
-        "the binary is copied from the builder"
+    let copies: Vec<&str> = runtime
+        .iter()
+        .filter(|(i, _)| i == "COPY")
+        .map(|(_, a)| a.as_str())
+        .collect();
+    assert_eq!(
+        copies,
+        [
+            "LICENSE /licenses/LICENSE",
+            "cutover-auditor /usr/local/bin/cutover-auditor"
+        ]
     );
+    let labels: String = runtime
+        .iter()
+        .filter(|(i, _)| i == "LABEL")
+        .map(|(_, a)| a.as_str())
+        .collect();
+    for key in [
+        "title",
+        "description",
+        "version",
+        "revision",
+        "created",
+        "licenses",
+        "source",
+    ] {
+        assert!(
+            labels.contains(&format!("org.opencontainers.image.{key}=")),
+            "OCI label {key} missing"
+        );
+    }
+    assert!(labels.contains(r#"org.opencontainers.image.version="${VERSION}""#));
+    let cargo = std::fs::read_to_string(repo().join("Cargo.toml"))
+        .unwrap_or_else(|e| panic!("Cargo.toml: {e}"));
+    assert!(
+        cargo.contains("license = \"Apache-2.0\"")
+            && labels.contains(r#"org.opencontainers.image.licenses="Apache-2.0""#),
+        "the licence label is Cargo.toml's"
+    );
+    let license =
+        std::fs::read_to_string(repo().join("LICENSE")).unwrap_or_else(|e| panic!("LICENSE: {e}"));
+    assert!(license.contains("Apache License") && license.contains("Version 2.0"));
 
+    let build = std::fs::read_to_string(repo().join("deploy/image/build.sh"))
+        .unwrap_or_else(|e| panic!("deploy/image/build.sh: {e}"));
+    for needle in [
+        "cargo build --release --locked",
+        "+crt-static",
+        "--build-arg \"VERSION=$version\"",
+        "image=\"cutover-auditor:$version\"",
+        "version = \"\\(.*\\)\"",
+    ] {
+        assert!(build.contains(needle), "build.sh lacks {needle:?}");
+    }
     let ignore = std::fs::read_to_string(repo().join(".dockerignore"))
         .unwrap_or_else(|e| panic!(".dockerignore: {e}"));
     let ignored: BTreeSet<&str> = ignore.lines().map(str::trim).collect();
@@ -935,25 +1191,120 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The objects `kubectl kustomize DIR` renders, without any cluster access.
-fn objects(dir: &str) -> Vec<Value> {
+/// The objects `kubectl kustomize` renders for the install `combo`, without
+/// any cluster access: a kustomization written under the target directory
+/// lists deploy/base and the combo's Components by relative path, as a
+/// user's own kustomization would (with the example runbook-url ConfigMap
+/// when that Component is in).
+fn objects(combo: &str) -> Vec<Value> {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    let dir = tmp.join(format!(
+        "deploy-{}-{}-{}",
+        combo.replace('+', "_"),
+        std::process::id(),
+        CALLS.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    // From the scratch directory back to the repository root.
+    let depth = dir
+        .strip_prefix(repo())
+        .unwrap_or_else(|_| panic!("{} is outside the repository", dir.display()))
+        .components()
+        .count();
+    let up = "../".repeat(depth);
+    let mut resources = vec![format!("{up}deploy/base")];
+    if has(combo, "runbook-url") {
+        let example = repo().join("deploy/components/runbook-url/runbook-url.example.yaml");
+        std::fs::copy(&example, dir.join("runbook-url.yaml"))
+            .unwrap_or_else(|e| panic!("{}: {e}", example.display()));
+        resources.push("runbook-url.yaml".into());
+    }
+    let components: Vec<String> = combo
+        .split('+')
+        .skip(1)
+        .map(|c| format!("{up}deploy/components/{c}"))
+        .collect();
+    let kustomization = json!({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": resources,
+        "components": components,
+    });
+    std::fs::write(dir.join("kustomization.yaml"), kustomization.to_string())
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     let out = run(
         Command::new("kubectl")
             .arg("kustomize")
-            .arg(repo().join(dir))
+            .arg(&dir)
             .env("KUBECONFIG", "/nonexistent/kubeconfig"),
         None,
         "kubectl 1.27 or later (Kustomize v5) on PATH",
     );
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(
         out.status.success(),
-        "kubectl kustomize {dir}:\n{}",
+        "kubectl kustomize {combo}:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
     match python_json(YAML_TO_JSON, &text) {
         Value::Array(objects) => objects,
-        other => panic!("{dir}: rendered YAML is not a document stream: {other}"),
+        other => panic!("{combo}: rendered YAML is not a document stream: {other}"),
+    }
+}
+
+/// Where tests/run-all.sh installs the prometheus-operator schemas.
+const CRD_SCHEMAS: &str = "target/crd-schemas";
+const CRD_INSTALL: &str = "npm install --prefix target/crd-schemas \
+    @kubernetes-models/prometheus-operator@6.0.0 (tests/run-all.sh does)";
+
+/// Validates ServiceMonitors and PrometheusRules against prometheus-operator's
+/// schemas (node, ESM); Err carries one line per invalid object.
+fn crd_validate(objects: &[Value]) -> Result<(), String> {
+    let root = repo().join(CRD_SCHEMAS);
+    assert!(
+        root.join("node_modules/@kubernetes-models/prometheus-operator")
+            .is_dir(),
+        "prometheus-operator schemas are required: {CRD_INSTALL}"
+    );
+    // The script lives beside node_modules so the import resolves.
+    static SCRIPTS: AtomicUsize = AtomicUsize::new(0);
+    let script = root.join(format!(
+        "validate-{}-{}.mjs",
+        std::process::id(),
+        SCRIPTS.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(
+        &script,
+        "import { ServiceMonitor, PrometheusRule } from \
+         '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1';\n\
+         import { readFileSync } from 'node:fs';\n\
+         const kinds = { ServiceMonitor, PrometheusRule };\n\
+         let bad = 0;\n\
+         for (const o of JSON.parse(readFileSync(0, 'utf8'))) {\n\
+           const K = kinds[o.kind];\n\
+           if (!K) { console.log(`${o.kind}: no schema`); bad++; continue; }\n\
+           try { new K(o).validate(); } catch (e) { console.log(`${o.kind}/${o.metadata.name}: ${e.message}`); bad++; }\n\
+         }\n\
+         process.exit(bad ? 1 : 0);\n",
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", script.display()));
+    let input = serde_json::to_vec(objects).unwrap_or_else(|e| panic!("objects to JSON: {e}"));
+    let out = run(
+        Command::new("node").arg(&script),
+        Some(&input),
+        "apt-get install -y nodejs npm",
+    );
+    let _ = std::fs::remove_file(&script);
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
     }
 }
 

@@ -516,7 +516,7 @@ async fn every_fault_keeps_the_daemon_running_names_its_reason_and_never_turns_r
         let errors = sample(
             &page,
             "cutover_scrape_errors_total",
-            &[("instance", instance), ("reason", row.expect.label())],
+            &[("apiserver", instance), ("reason", row.expect.label())],
         );
         assert!(
             errors.is_some_and(|n| n >= 1.0),

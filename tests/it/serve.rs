@@ -70,10 +70,9 @@ level = "info"
             Ok(r) => r.text().await.unwrap_or_default(),
             Err(_) => String::new(),
         };
-        let scraped = sim
-            .instance_addresses()
-            .iter()
-            .all(|addr| page.contains(&format!("cutover_scrape_success{{instance=\"{addr}\"}} 1")));
+        let scraped = sim.instance_addresses().iter().all(|addr| {
+            page.contains(&format!("cutover_scrape_success{{apiserver=\"{addr}\"}} 1"))
+        });
         let judged = page.contains("cutover_state{cutover=\"legacy-tokens\",state=\"in_use\"} 1");
         if scraped && judged {
             break page;

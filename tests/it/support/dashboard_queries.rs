@@ -186,8 +186,9 @@ pub fn substitute(text: &str, subs: &Substitutions) -> Result<String, String> {
         } else {
             ("", 1)
         };
-        if name.is_empty() {
-            // A plain `[` (range selector) or `$` (regex anchor) is no variable.
+        if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+            // A plain `[` (range selector), `$` (regex anchor) or `$1` (a
+            // label_replace group, which Grafana leaves alone) is no variable.
             out.push_str(&tail[..1]);
             rest = &tail[1..];
             continue;
