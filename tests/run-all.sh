@@ -44,7 +44,7 @@ for f in src/lib.rs $(find src -name mod.rs); do
     purity_fail=1
   fi
 done
-for core in exposition ledger window verdict status inspect families time endpointslice \
+for core in exposition ledger window verdict status inspect families time timeline endpointslice \
   config status_page simulator/world simulator/page simulator/scenario daemon/core; do
   f="src/$core.rs"
   if [ -f "$f" ] && grep -n '^#!\[allow(.*clippy::disallowed_' "$f"; then
