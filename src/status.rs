@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::cutover::Cutover;
 use crate::families::TokenKind;
 use crate::time::Timestamp;
+use crate::timeline::Timeline;
 use crate::verdict::{CutoverSpec, Reason, State, Verdict};
 use crate::window::IncreaseWindow;
 
@@ -181,6 +182,10 @@ pub struct CutoverStatus {
     /// down, mixing instances, a family absent, unobserved too long).
     #[serde(default)]
     pub blocking_instances: Vec<String>,
+    /// The window drawn per instance: observed time, holes with their
+    /// cause, uses in buckets (absent in statuses written before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Timeline>,
 }
 
 #[cfg(test)]
@@ -209,6 +214,7 @@ impl CutoverStatus {
             regressions: 0,
             last_regression: None,
             blocking_instances: Vec::new(),
+            timeline: None,
         }
     }
 }
@@ -232,6 +238,15 @@ impl CutoverStatus {
             regressions: verdict.regressions,
             last_regression: verdict.last_regression,
             blocking_instances: a.blocking.clone(),
+            timeline: None,
+        }
+    }
+
+    /// The same status with its window's timeline.
+    pub fn with_timeline(self, timeline: Timeline) -> CutoverStatus {
+        CutoverStatus {
+            timeline: Some(timeline),
+            ..self
         }
     }
 

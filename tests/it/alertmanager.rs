@@ -236,6 +236,7 @@ fn cutover(name: &str, state: State, since: Timestamp) -> CutoverStatus {
         regressions: 0,
         last_regression: None,
         blocking_instances: Vec::new(),
+        timeline: None,
     }
 }
 

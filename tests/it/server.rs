@@ -113,6 +113,7 @@ fn sample_status() -> Status {
             regressions: 1,
             last_regression: None,
             blocking_instances: Vec::new(),
+            timeline: None,
         }],
         targets: vec![
             TargetHealth {
