@@ -28,4 +28,5 @@ mod serve;
 mod server;
 mod simulator;
 mod simulator_world;
+mod timeline;
 mod verdict;
