@@ -490,7 +490,7 @@ pub const LANE_HEIGHT: f64 = 30.0;
 const MARK_MAX: f64 = 11.0;
 /// Above this many marks with their own `<title>`, the busiest rows of a
 /// timeline are drawn as one bar path each (one title): the page stays small.
-const MARK_BUDGET: usize = 150;
+const MARK_BUDGET: usize = 40;
 
 /// Okabe–Ito colours (safe for colour-blind readers); states are also told
 /// by pattern, position and text.
@@ -500,7 +500,7 @@ const TIMELINE_CSS: &str = r#"
 .timeline h3 { margin: 0 0 .3rem; font-size: 1rem; font-family: ui-monospace, monospace; }
 .timeline svg { width: 100%; height: auto; display: block; }
 .timeline svg text { font-size: 11px; fill: #1d2330; }
-.timeline svg .ll { font-family: ui-monospace, monospace; }
+.timeline svg .ll { font-family: ui-monospace, monospace; text-anchor: end; }
 .timeline .obs { fill: #0072B2; }
 .timeline .q { fill: #D55E00; stroke: #1d2330; stroke-width: .4; }
 .timeline .e { fill: #009E73; stroke: #1d2330; stroke-width: .4; }
@@ -681,7 +681,7 @@ fn timeline_svg(html: &mut String, c: &CutoverStatus, tl: &Timeline, index: usiz
     if PLOT_X1 - x_now > 0.5 {
         let _ = writeln!(
             html,
-            "<rect class=\"future\" x=\"{x_now:.1}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"{h:.1}\"><title>not yet: the time until the projected ready time</title></rect>\
+            "<rect class=\"future\" x=\"{x_now:.1}\" y=\"{y:.0}\" width=\"{w:.1}\" height=\"{h:.1}\"><title>not yet: the time until the projected ready time</title></rect>\
              <text x=\"{tx:.1}\" y=\"{ty:.1}\" text-anchor=\"middle\">projected</text>",
             y = LANES_TOP - 4.0,
             w = PLOT_X1 - x_now,
@@ -718,7 +718,7 @@ fn timeline_svg(html: &mut String, c: &CutoverStatus, tl: &Timeline, index: usiz
         };
         let _ = writeln!(
             html,
-            "<g class=\"lane\" data-instance=\"{name}\"><text class=\"ll\" x=\"{lx:.1}\" y=\"{ty:.1}\" text-anchor=\"end\">{shown}{full}</text>",
+            "<g class=\"lane\" data-instance=\"{name}\"><text class=\"ll\" x=\"{lx:.0}\" y=\"{ty:.0}\">{shown}{full}</text>",
             lx = PLOT_X0 - 6.0,
             ty = y + 19.0,
         );
@@ -726,7 +726,7 @@ fn timeline_svg(html: &mut String, c: &CutoverStatus, tl: &Timeline, index: usiz
             let (x, w) = x_and_width(tl, covered.from, covered.to, 0.0);
             let _ = writeln!(
                 html,
-                "<rect class=\"obs\" x=\"{x:.1}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"6\"><title>observed: {}</title></rect>",
+                "<rect class=\"obs\" x=\"{x:.1}\" y=\"{y:.0}\" width=\"{w:.1}\" height=\"6\"><title>observed {}</title></rect>",
                 span_words(covered.from, covered.to),
                 y = y + 12.0,
             );
@@ -738,7 +738,7 @@ fn timeline_svg(html: &mut String, c: &CutoverStatus, tl: &Timeline, index: usiz
             let words: Vec<&str> = hole.causes.iter().map(|g| g.words()).collect();
             let _ = writeln!(
                 html,
-                "<rect class=\"hole g-{cls}\" x=\"{x:.1}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"14\" fill=\"url(#{pat}{index})\"><title>{kind} ({labels}): {words}; {span}</title></rect>",
+                "<rect class=\"hole g-{cls}\" x=\"{x:.1}\" y=\"{y:.0}\" width=\"{w:.1}\" height=\"14\" fill=\"url(#{pat}{index})\"><title>{kind} ({labels}): {words}; {span}</title></rect>",
                 cls = labels.join(" g-"),
                 y = y + 8.0,
                 pat = if departed { "dots" } else { "hatch" },
@@ -795,24 +795,21 @@ fn timeline_svg(html: &mut String, c: &CutoverStatus, tl: &Timeline, index: usiz
                     };
                     if previous.is_none_or(|p| p + 1 != b) {
                         if previous.is_some() {
-                            let _ = write!(html, "V{base:.1}Z");
+                            let _ = write!(html, "V{base:.0}Z");
                         }
-                        let _ = write!(html, "M{x:.1} {base:.1}");
+                        let _ = write!(html, "M{x:.1} {base:.0}");
                     }
-                    let _ = write!(html, "V{edge:.1}H{:.1}", x + w);
+                    let _ = write!(html, "V{edge:.0}H{:.1}", x + w);
                     previous = Some(b);
                 }
-                let _ = write!(html, "V{base:.1}Z");
+                let _ = write!(html, "V{base:.0}Z");
                 let _ = writeln!(
                     html,
-                    "\"><title>{total} {what} in {k} of {n} buckets of {width}; the most, {most}, in {span}</title></path>",
+                    "\"><title>{total} {what} in {k} of {n} buckets of {width}; the most, {most}, from {from} +00:00</title></path>",
                     k = row.buckets.len(),
                     n = tl.buckets,
                     width = human_duration(Duration::from_millis(tl.bucket_millis.max(0) as u64)),
-                    span = span_words(
-                        tl.bucket_start(busiest),
-                        tl.bucket_start(busiest + 1).min(tl.now)
-                    ),
+                    from = utc(tl.bucket_start(busiest)),
                 );
             } else {
                 for &(b, n) in &row.buckets {
@@ -966,7 +963,7 @@ fn timeline_table(html: &mut String, tl: &Timeline) {
     let _ = writeln!(
         html,
         "<details><summary>The timeline as a table</summary>\n<p>Window {start} → now {now} +00:00; {ready}; \
-         uses in buckets of {width} (each row lists a bucket by its start); holes are unobserved time.</p>\n\
+         uses in buckets of {width}, each listed by its start (a busy row is summed up; every bucket is in /api/v1/status); holes are unobserved time.</p>\n\
          <table><thead><tr><th>instance</th><th>observed</th><th>holes (cause, when)</th><th>quiet-counter uses</th>{ev}</tr></thead>\n<tbody>",
         start = utc(tl.window_start),
         now = utc(tl.now),
@@ -1042,7 +1039,7 @@ fn uses_cell(tl: &Timeline, u: &Uses) -> String {
             .unwrap_or((0, 0));
         let _ = write!(
             out,
-            " in {} buckets; the most, {n}, from {} (every bucket: /api/v1/status)",
+            " in {} buckets; the most, {n}, from {}",
             u.buckets.len(),
             utc(tl.bucket_start(b))
         );
