@@ -11,6 +11,8 @@ missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
 command -v yamllint >/dev/null || missing+=(yamllint)
+# Headless Chromium takes the status page screenshots (tests/it/timeline.rs).
+command -v chromium >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "run-all: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
