@@ -137,6 +137,26 @@ pub enum ResetCause {
     CounterDecrease,
 }
 
+/// Why the ledger recorded a hole (kept beside the merged holes, for the
+/// timeline; state files written before it have none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoleCause {
+    /// The apiserver restarted: uses before its start were lost.
+    Restart,
+    /// A counter went down with the same start time (`DELETE /metrics`).
+    CounterDecrease,
+    /// The address answered as a process seen before (mixed instances).
+    MixedInstances,
+    /// A whole family appeared with uses since an unknown time.
+    FamilyAppeared,
+    /// Listed as a target before its process started, unobserved until then.
+    ListedBeforeStart,
+}
+
+/// How many hole causes an instance remembers (newest last).
+const REMEMBERED_HOLE_CAUSES: usize = 64;
+
 /// What the ledger made of one observation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ObserveOutcome {
@@ -269,6 +289,9 @@ pub struct InstanceLedger {
     /// When samples showed the address mixing instances (bounded, newest last).
     #[serde(default)]
     mixed_at: VecDeque<Timestamp>,
+    /// Why each hole was recorded, unmerged (bounded, newest last).
+    #[serde(default)]
+    hole_causes: VecDeque<(Interval, HoleCause)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -494,10 +517,12 @@ impl InstanceLedger {
             zero_at: started_while_observing,
             starts_seen: obs.start_time.into_iter().collect(),
             mixed_at: VecDeque::new(),
+            hole_causes: VecDeque::new(),
         };
         let mut outcome = ObserveOutcome::default();
         if let Some(hole) = pre_hole {
             ledger.add_hole(hole);
+            ledger.note_hole(hole, HoleCause::ListedBeforeStart);
             outcome.hole = Some(hole);
         }
         if let Some(start) = started_while_observing {
@@ -558,6 +583,7 @@ impl InstanceLedger {
             outcome.mixed = true;
             outcome.hole = Some(Interval::new(prev_at, at));
             self.add_hole(Interval::new(prev_at, at));
+            self.note_hole(Interval::new(prev_at, at), HoleCause::MixedInstances);
             self.holes_total += 1;
             self.mixed_at.push_back(at);
             while self.mixed_at.len() > REMEMBERED_STARTS {
@@ -580,6 +606,14 @@ impl InstanceLedger {
                 Interval::new(prev_at, at)
             };
             self.add_hole(hole);
+            self.note_hole(
+                hole,
+                if restarted {
+                    HoleCause::Restart
+                } else {
+                    HoleCause::CounterDecrease
+                },
+            );
             self.holes_total += 1;
             self.resets_total += 1;
             outcome.reset = Some(if restarted {
@@ -622,6 +656,7 @@ impl InstanceLedger {
                     // its uses since an unknown time: unobserved until now.
                     let hole = Interval::new(self.covered_from, at);
                     self.add_hole(hole);
+                    self.note_hole(hole, HoleCause::FamilyAppeared);
                     self.holes_total += 1;
                     outcome.hole = Some(hole);
                     self.totals.entry(key.clone()).or_insert(value);
@@ -652,6 +687,20 @@ impl InstanceLedger {
         });
         let at = self.holes.partition_point(|h| h.from < merged.from);
         self.holes.insert(at, merged);
+    }
+
+    /// Remembers why `hole` was recorded; forgets causes of holes already
+    /// pruned, and the oldest beyond a bound.
+    fn note_hole(&mut self, hole: Interval, cause: HoleCause) {
+        if hole.is_empty() {
+            return;
+        }
+        let oldest = self.holes.front().map_or(hole.from, |h| h.from);
+        self.hole_causes.retain(|(h, _)| h.to >= oldest);
+        self.hole_causes.push_back((hole, cause));
+        while self.hole_causes.len() > REMEMBERED_HOLE_CAUSES {
+            self.hole_causes.pop_front();
+        }
     }
 
     fn record(
@@ -816,6 +865,28 @@ impl InstanceLedger {
     /// (it was already running when first seen).
     pub fn may_predate_coverage(&self) -> bool {
         self.exists_from.is_none()
+    }
+
+    /// Its holes: sorted, disjoint, merged where they overlapped.
+    pub fn holes(&self) -> impl Iterator<Item = Interval> + '_ {
+        self.holes.iter().copied()
+    }
+
+    /// The causes of the holes it recorded, unmerged, oldest first (holes
+    /// recorded before causes were kept have none).
+    pub fn hole_causes(&self) -> impl Iterator<Item = (Interval, HoleCause)> + '_ {
+        self.hole_causes.iter().copied()
+    }
+
+    /// When it is known not to have existed before (its process started
+    /// while the ledger was observing); `None` when it may have.
+    pub fn exists_from(&self) -> Option<Timestamp> {
+        self.exists_from
+    }
+
+    /// The increments of a family it keeps, per series in order.
+    pub fn increments(&self, family: &str) -> impl Iterator<Item = &Increment> {
+        self.family_increments(family)
     }
 
     /// How many increment records it keeps (memory follows this).

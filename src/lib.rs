@@ -75,5 +75,6 @@ pub mod status;
 pub mod status_page;
 pub mod telemetry;
 pub mod time;
+pub mod timeline;
 pub mod verdict;
 pub mod window;

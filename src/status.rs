@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::cutover::Cutover;
 use crate::families::TokenKind;
 use crate::time::Timestamp;
+use crate::timeline::Timeline;
 use crate::verdict::{CutoverSpec, Reason, State, Verdict};
 use crate::window::IncreaseWindow;
 
@@ -184,6 +185,10 @@ pub struct CutoverStatus {
     /// Where the window's evidence came from, when `[history]` is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence_sources: Option<EvidenceSources>,
+    /// The window drawn per instance: observed time, holes with their
+    /// cause, uses in buckets (absent in statuses written before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Timeline>,
 }
 
 /// How much of one cutover's window was judged from each source.
@@ -242,6 +247,7 @@ impl CutoverStatus {
             last_regression: None,
             blocking_instances: Vec::new(),
             evidence_sources: None,
+            timeline: None,
         }
     }
 }
@@ -266,6 +272,15 @@ impl CutoverStatus {
             last_regression: verdict.last_regression,
             blocking_instances: a.blocking.clone(),
             evidence_sources: None,
+            timeline: None,
+        }
+    }
+
+    /// The same status with its window's timeline.
+    pub fn with_timeline(self, timeline: Timeline) -> CutoverStatus {
+        CutoverStatus {
+            timeline: Some(timeline),
+            ..self
         }
     }
 

@@ -9,12 +9,15 @@ use std::time::Duration;
 
 use crate::status::{CutoverStatus, Status, TargetHealth};
 use crate::time::Timestamp;
+use crate::timeline::{Gap, Role, Timeline, Uses};
 use crate::verdict::{Reason, State};
 
 /// The whole page for `status` as seen at `now`.
 pub fn render(status: &Status, now: Timestamp) -> String {
     let mut html = String::with_capacity(8 * 1024);
-    html.push_str(HEAD);
+    html.push_str(HEAD.trim_end_matches("</style>\n</head>\n"));
+    html.push_str(TIMELINE_CSS);
+    html.push_str("</style>\n</head>\n");
     html.push_str("<body>\n<header><h1>cutover-auditor</h1><p class=\"meta\">");
     match status.evaluated_at {
         Some(at) => {
@@ -43,6 +46,7 @@ pub fn render(status: &Status, now: Timestamp) -> String {
     html.push_str("</section>\n");
     who_section(&mut html, status);
 
+    timelines_section(&mut html, status);
     targets_table(&mut html, &status.targets, now);
     html.push_str(
         "</main>\n<footer>Machine-readable: <a href=\"/api/v1/status\">/api/v1/status</a> &middot; \
@@ -593,6 +597,587 @@ fn down_or_versions(status: &Status) -> String {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Timelines: one inline SVG per cutover, the same data as a table beside it.
+
+/// Left edge of the plot (instance names to its left), in SVG units.
+pub const PLOT_X0: f64 = 180.0;
+/// Right edge of the plot.
+pub const PLOT_X1: f64 = 985.0;
+/// Width of the SVG's coordinate system.
+const SVG_WIDTH: f64 = 1000.0;
+/// Top of the first lane (marker labels above it).
+const LANES_TOP: f64 = 40.0;
+/// Height of one lane.
+pub const LANE_HEIGHT: f64 = 30.0;
+/// Tallest use mark, above (quiet) or below (evidence) the observed bar.
+const MARK_MAX: f64 = 11.0;
+/// Above this many marks with their own `<title>`, the busiest rows of a
+/// timeline are drawn as one bar path each (one title): the page stays small.
+const MARK_BUDGET: usize = 40;
+
+/// Okabe–Ito colours (safe for colour-blind readers); states are also told
+/// by pattern, position and text.
+const TIMELINE_CSS: &str = r#"
+.timelines h2 { font-size: 1.1rem; }
+.timeline { background: #fff; border-radius: 8px; padding: .6rem 1rem; margin: 0 0 1rem; box-shadow: 0 1px 3px rgba(0,0,0,.12); }
+.timeline h3 { margin: 0 0 .3rem; font-size: 1rem; font-family: ui-monospace, monospace; }
+.timeline svg { width: 100%; height: auto; display: block; }
+.timeline svg text { font-size: 11px; fill: #1d2330; }
+.timeline svg .ll { font-family: ui-monospace, monospace; text-anchor: end; }
+.timeline .obs { fill: #0072B2; }
+.timeline .q { fill: #D55E00; stroke: #1d2330; stroke-width: .4; }
+.timeline .e { fill: #009E73; stroke: #1d2330; stroke-width: .4; }
+.timeline .hole { stroke: #1d2330; stroke-width: .6; }
+.timeline .hl { font-size: 9px; paint-order: stroke; stroke: #fff; stroke-width: 3px; }
+.timeline .ml { stroke: #1d2330; stroke-width: 1.2; }
+.timeline .m-start { stroke-dasharray: 2 2; }
+.timeline .m-ready { stroke: #CC79A7; stroke-width: 2; stroke-dasharray: 6 3; }
+.timeline .future { fill: #eef0f3; }
+.timeline .axis { stroke: #5b6475; stroke-width: .8; }
+.timeline table { margin-top: .4rem; font-size: .8rem; }
+.timeline td { vertical-align: top; }
+"#;
+
+/// Where `t` falls on the plot of `tl`: the window from its start to `now`,
+/// extended to the projected ready time (at most one more window).
+pub fn timeline_x(tl: &Timeline, t: Timestamp) -> f64 {
+    let start = tl.window_start.as_millis();
+    let span = (domain_end(tl).as_millis() - start).max(1) as f64;
+    let share = ((t.as_millis() - start) as f64 / span).clamp(0.0, 1.0);
+    PLOT_X0 + share * (PLOT_X1 - PLOT_X0)
+}
+
+fn domain_end(tl: &Timeline) -> Timestamp {
+    let window = tl.now.since(tl.window_start);
+    match tl.ready_at {
+        Some(ready) if ready > tl.now => ready.min(tl.now + window),
+        _ => tl.now,
+    }
+}
+
+/// `2026-06-28 20:26:40`: a UTC time (the page says `+00:00` beside it).
+pub fn utc(t: Timestamp) -> String {
+    let (y, mo, d, h, mi, s) = civil(t);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}")
+}
+
+/// A time's UTC calendar fields.
+fn civil(t: Timestamp) -> (i64, u32, u32, u32, u32, u32) {
+    let secs = t.as_millis().div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (
+        y,
+        m,
+        d,
+        (rem / 3_600) as u32,
+        (rem % 3_600 / 60) as u32,
+        (rem % 60) as u32,
+    )
+}
+
+/// `(from, to]` for a title: the date once, `+00:00` at the end.
+fn span_words(from: Timestamp, to: Timestamp) -> String {
+    let (a, b) = (utc(from), utc(to));
+    let to_part = if a.get(..10) == b.get(..10) {
+        b.get(11..).unwrap_or(&b).to_owned()
+    } else {
+        b
+    };
+    format!(
+        "{a} → {to_part} +00:00 ({})",
+        human_duration(to.since(from))
+    )
+}
+
+/// An axis label: precise enough for the window's length.
+fn tick_label(t: Timestamp, window: Duration) -> String {
+    let full = utc(t);
+    if window < Duration::from_secs(3_600) {
+        full.get(11..19).unwrap_or(&full).to_owned()
+    } else if window < Duration::from_secs(2 * 86_400) {
+        full.get(11..16).unwrap_or(&full).to_owned()
+    } else {
+        full.get(5..16).unwrap_or(&full).to_owned()
+    }
+}
+
+/// One drawn row of marks on a lane: the quiet families summed, or the
+/// evidence family, as `(bucket, count)`.
+struct MarkRow {
+    lane: usize,
+    role: Role,
+    buckets: Vec<(usize, u64)>,
+    dense: bool,
+}
+
+fn mark_rows(tl: &Timeline) -> Vec<MarkRow> {
+    let mut rows = Vec::new();
+    for (lane, l) in tl.lanes.iter().enumerate() {
+        for role in [Role::Quiet, Role::Evidence] {
+            let mut sum = std::collections::BTreeMap::<usize, u64>::new();
+            let mut any = false;
+            for u in l.uses.iter().filter(|u| u.role == role) {
+                any = true;
+                for &(b, n) in &u.buckets {
+                    *sum.entry(b).or_default() += n;
+                }
+            }
+            if any && !sum.is_empty() {
+                rows.push(MarkRow {
+                    lane,
+                    role,
+                    buckets: sum.into_iter().collect(),
+                    dense: false,
+                });
+            }
+        }
+    }
+    // The busiest rows become bar paths until the marks fit the budget.
+    let mut marks: usize = rows.iter().map(|r| r.buckets.len()).sum();
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(rows[i].buckets.len()));
+    for i in order {
+        if marks <= MARK_BUDGET {
+            break;
+        }
+        marks -= rows[i].buckets.len();
+        rows[i].dense = true;
+    }
+    rows
+}
+
+fn timelines_section(html: &mut String, status: &Status) {
+    let with: Vec<(&CutoverStatus, &Timeline)> = status
+        .cutovers
+        .iter()
+        .filter_map(|c| c.timeline.as_ref().map(|tl| (c, tl)))
+        .collect();
+    if with.is_empty() {
+        return;
+    }
+    html.push_str("<section class=\"timelines\">\n<h2>Timelines (times in UTC, +00:00)</h2>\n");
+    for (i, (c, tl)) in with.into_iter().enumerate() {
+        let _ = writeln!(
+            html,
+            "<figure class=\"timeline\" id=\"timeline-{name}\">\n<h3>{name} &middot; {state} &middot; last {window}</h3>",
+            name = escape(c.name.as_str()),
+            state = state_word(c.state),
+            window = window_name(c.window()),
+        );
+        timeline_svg(html, c, tl, i);
+        timeline_table(html, tl);
+        html.push_str("</figure>\n");
+    }
+    html.push_str("</section>\n");
+}
+
+fn timeline_svg(html: &mut String, c: &CutoverStatus, tl: &Timeline, index: usize) {
+    let lanes = tl.lanes.len();
+    let axis_y = LANES_TOP + lanes as f64 * LANE_HEIGHT + 4.0;
+    let legend_y = axis_y + 34.0;
+    let height = legend_y + 14.0;
+    let window = tl.now.since(tl.window_start);
+    let _ = writeln!(
+        html,
+        "<svg class=\"tl\" viewBox=\"0 0 {SVG_WIDTH} {height}\" role=\"img\" \
+         aria-label=\"timeline of {name}: {lanes} apiserver lanes over the last {window}\">\n\
+         <defs><pattern id=\"hatch{index}\" width=\"6\" height=\"6\" patternUnits=\"userSpaceOnUse\" patternTransform=\"rotate(45)\">\
+         <rect width=\"6\" height=\"6\" fill=\"#fff\"/><line x1=\"0\" y1=\"0\" x2=\"0\" y2=\"6\" stroke=\"#1d2330\" stroke-width=\"2.2\"/></pattern>\
+         <pattern id=\"dots{index}\" width=\"5\" height=\"5\" patternUnits=\"userSpaceOnUse\">\
+         <rect width=\"5\" height=\"5\" fill=\"#fff\"/><circle cx=\"2.5\" cy=\"2.5\" r=\"1.1\" fill=\"#6e7781\"/></pattern></defs>",
+        name = escape(c.name.as_str()),
+        window = window_name(window),
+    );
+    // The future up to the projected ready time.
+    let x_now = timeline_x(tl, tl.now);
+    if PLOT_X1 - x_now > 0.5 {
+        let _ = writeln!(
+            html,
+            "<rect class=\"future\" x=\"{x_now:.1}\" y=\"{y:.0}\" width=\"{w:.1}\" height=\"{h:.1}\"><title>not yet: the time until the projected ready time</title></rect>\
+             <text x=\"{tx:.1}\" y=\"{ty:.1}\" text-anchor=\"middle\">projected</text>",
+            y = LANES_TOP - 4.0,
+            w = PLOT_X1 - x_now,
+            h = axis_y - LANES_TOP + 4.0,
+            tx = (x_now + PLOT_X1) / 2.0,
+            ty = axis_y - 4.0,
+        );
+    }
+    let scale = |role: Role| -> u64 {
+        tl.lanes
+            .iter()
+            .flat_map(|l| l.uses.iter().filter(move |u| u.role == role))
+            .flat_map(|u| u.buckets.iter().map(|(_, n)| *n))
+            .max()
+            .unwrap_or(1)
+            .max(1)
+    };
+    let (max_q, max_e) = (scale(Role::Quiet), scale(Role::Evidence));
+    let rows = mark_rows(tl);
+    for (i, lane) in tl.lanes.iter().enumerate() {
+        let y = LANES_TOP + i as f64 * LANE_HEIGHT;
+        let name = escape(&lane.instance);
+        let shown: String = if lane.instance.chars().count() > 26 {
+            let mut s: String = lane.instance.chars().take(25).collect();
+            s.push('…');
+            escape(&s)
+        } else {
+            name.clone()
+        };
+        let full = if shown == name {
+            String::new()
+        } else {
+            format!("<title>{name}</title>")
+        };
+        let _ = writeln!(
+            html,
+            "<g class=\"lane\" data-instance=\"{name}\"><text class=\"ll\" x=\"{lx:.0}\" y=\"{ty:.0}\">{shown}{full}</text>",
+            lx = PLOT_X0 - 6.0,
+            ty = y + 19.0,
+        );
+        for covered in &lane.covered {
+            let (x, w) = x_and_width(tl, covered.from, covered.to, 0.0);
+            let _ = writeln!(
+                html,
+                "<rect class=\"obs\" x=\"{x:.1}\" y=\"{y:.0}\" width=\"{w:.1}\" height=\"6\"><title>observed {}</title></rect>",
+                span_words(covered.from, covered.to),
+                y = y + 12.0,
+            );
+        }
+        for hole in &lane.holes {
+            let (x, w) = x_and_width(tl, hole.during.from, hole.during.to, 2.0);
+            let departed = hole.causes == [Gap::Departed];
+            let labels: Vec<&str> = hole.causes.iter().map(|g| g.label()).collect();
+            let words: Vec<&str> = hole.causes.iter().map(|g| g.words()).collect();
+            let _ = writeln!(
+                html,
+                "<rect class=\"hole g-{cls}\" x=\"{x:.1}\" y=\"{y:.0}\" width=\"{w:.1}\" height=\"14\" fill=\"url(#{pat}{index})\"><title>{kind} ({labels}): {words}; {span}</title></rect>",
+                cls = labels.join(" g-"),
+                y = y + 8.0,
+                pat = if departed { "dots" } else { "hatch" },
+                kind = if departed {
+                    "not required"
+                } else {
+                    "unobserved"
+                },
+                labels = labels.join(", "),
+                words = escape(&words.join("; ")),
+                span = span_words(hole.during.from, hole.during.to),
+            );
+            if w >= 70.0 {
+                let _ = writeln!(
+                    html,
+                    "<text class=\"hl\" x=\"{tx:.1}\" y=\"{ty:.1}\">{}</text>",
+                    labels.join(", "),
+                    tx = x + 3.0,
+                    ty = y + 18.5,
+                );
+            }
+        }
+        for row in rows.iter().filter(|r| r.lane == i) {
+            let (class, max, what) = match row.role {
+                Role::Quiet => ("q", max_q, "quiet-counter uses"),
+                Role::Evidence => ("e", max_e, "evidence uses"),
+            };
+            let bar = |n: u64| 1.5 + (MARK_MAX - 1.5) * (n as f64 / max as f64).sqrt();
+            let top = |h: f64| match row.role {
+                Role::Quiet => y + 12.0 - h,
+                Role::Evidence => y + 18.0,
+            };
+            if row.dense {
+                let total: u64 = row.buckets.iter().map(|(_, n)| n).sum();
+                let (busiest, most) = row
+                    .buckets
+                    .iter()
+                    .copied()
+                    .max_by_key(|&(b, n)| (n, std::cmp::Reverse(b)))
+                    .unwrap_or((0, 0));
+                // One outline per run of adjacent buckets: up to each bar's
+                // height, along it, down to the bar between runs.
+                let base = match row.role {
+                    Role::Quiet => y + 12.0,
+                    Role::Evidence => y + 18.0,
+                };
+                let _ = write!(html, "<path class=\"use {class} dense\" d=\"");
+                let mut previous: Option<usize> = None;
+                for &(b, n) in &row.buckets {
+                    let (x, w) = bucket_x(tl, b);
+                    let edge = match row.role {
+                        Role::Quiet => top(bar(n)),
+                        Role::Evidence => base + bar(n),
+                    };
+                    if previous.is_none_or(|p| p + 1 != b) {
+                        if previous.is_some() {
+                            let _ = write!(html, "V{base:.0}Z");
+                        }
+                        let _ = write!(html, "M{x:.1} {base:.0}");
+                    }
+                    let _ = write!(html, "V{edge:.0}H{:.1}", x + w);
+                    previous = Some(b);
+                }
+                let _ = write!(html, "V{base:.0}Z");
+                let _ = writeln!(
+                    html,
+                    "\"><title>{total} {what} in {k} of {n} buckets of {width}; the most, {most}, from {from} +00:00</title></path>",
+                    k = row.buckets.len(),
+                    n = tl.buckets,
+                    width = human_duration(Duration::from_millis(tl.bucket_millis.max(0) as u64)),
+                    from = utc(tl.bucket_start(busiest)),
+                );
+            } else {
+                for &(b, n) in &row.buckets {
+                    let (x, w) = bucket_x(tl, b);
+                    let h = bar(n);
+                    let _ = writeln!(
+                        html,
+                        "<rect class=\"use {class}\" x=\"{x:.1}\" y=\"{:.1}\" width=\"{w:.1}\" height=\"{h:.1}\"><title>{n} {what}: {}</title></rect>",
+                        top(h),
+                        span_words(tl.bucket_start(b), tl.bucket_start(b + 1).min(tl.now)),
+                    );
+                }
+            }
+        }
+        html.push_str("</g>\n");
+    }
+    // Window start, now, projected ready: lines across the lanes, labelled.
+    let mut marker = |class: &str,
+                      x: f64,
+                      anchor: &str,
+                      label_y: f64,
+                      label: &str,
+                      what: String| {
+        let _ = writeln!(
+            html,
+            "<g class=\"marker\"><line class=\"ml {class}\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{y1:.1}\" y2=\"{axis_y:.1}\"/>\
+             <text x=\"{x:.1}\" y=\"{label_y:.1}\" text-anchor=\"{anchor}\">{label}</text><title>{what}</title></g>",
+            y1 = LANES_TOP - 8.0,
+        );
+    };
+    marker(
+        "m-start",
+        PLOT_X0,
+        "start",
+        14.0,
+        "window start",
+        format!("window start: {} +00:00", utc(tl.window_start)),
+    );
+    marker(
+        "m-now",
+        x_now,
+        "end",
+        14.0,
+        "now",
+        format!("now: {} +00:00", utc(tl.now)),
+    );
+    match tl.ready_at {
+        Some(ready) => {
+            let x = timeline_x(tl, ready);
+            let (label, what) = if ready <= tl.now {
+                (
+                    "ready now",
+                    format!("ready since this evaluation, {} +00:00", utc(tl.now)),
+                )
+            } else if ready > domain_end(tl) {
+                (
+                    "ready later →",
+                    format!(
+                        "projected ready: {} +00:00, if nothing is used (beyond the axis)",
+                        utc(ready)
+                    ),
+                )
+            } else {
+                (
+                    "ready (projected)",
+                    format!("projected ready: {} +00:00, if nothing is used", utc(ready)),
+                )
+            };
+            marker("m-ready", x, "end", 28.0, label, what);
+        }
+        None => {
+            let _ = writeln!(
+                html,
+                "<text x=\"{x:.1}\" y=\"28\" text-anchor=\"end\">cannot turn ready without a change</text>",
+                x = PLOT_X1,
+            );
+        }
+    }
+    // The time axis, in UTC.
+    let _ = write!(
+        html,
+        "<g class=\"xaxis\"><line class=\"axis\" x1=\"{PLOT_X0}\" x2=\"{PLOT_X1}\" y1=\"{axis_y:.1}\" y2=\"{axis_y:.1}\"/>\
+         <text x=\"{lx:.1}\" y=\"{ty:.1}\" text-anchor=\"end\">UTC (+00:00)</text>",
+        lx = PLOT_X0 - 6.0,
+        ty = axis_y + 14.0,
+    );
+    for k in 0..=4 {
+        let t = tl.window_start + window.mul_f64(f64::from(k) / 4.0);
+        let x = timeline_x(tl, t);
+        let anchor = match k {
+            0 => "start",
+            4 => "end",
+            _ => "middle",
+        };
+        let _ = write!(
+            html,
+            "<line class=\"axis\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{axis_y:.1}\" y2=\"{y2:.1}\"/><text x=\"{x:.1}\" y=\"{ty:.1}\" text-anchor=\"{anchor}\">{}</text>",
+            tick_label(t, window),
+            y2 = axis_y + 4.0,
+            ty = axis_y + 14.0,
+        );
+    }
+    html.push_str("</g>\n");
+    // The legend: every state told by shape, position or pattern, and text.
+    let ly = legend_y;
+    let _ = writeln!(
+        html,
+        "<g class=\"legend\" transform=\"translate({PLOT_X0} {ly:.1})\">\
+         <rect class=\"obs\" x=\"0\" y=\"-6\" width=\"18\" height=\"6\"/><text x=\"22\" y=\"0\">observed</text>\
+         <rect class=\"hole\" x=\"90\" y=\"-10\" width=\"18\" height=\"12\" fill=\"url(#hatch{index})\"/><text x=\"112\" y=\"0\">unobserved (hole)</text>\
+         <rect class=\"hole\" x=\"230\" y=\"-10\" width=\"18\" height=\"12\" fill=\"url(#dots{index})\"/><text x=\"252\" y=\"0\">left the targets</text>\
+         <rect class=\"q\" x=\"365\" y=\"-10\" width=\"6\" height=\"10\"/><text x=\"375\" y=\"0\">▲ quiet-counter uses (above the bar)</text>\
+         {evidence}</g>\n</svg>",
+        evidence = if tl
+            .lanes
+            .iter()
+            .any(|l| l.uses.iter().any(|u| u.role == Role::Evidence))
+        {
+            "<rect class=\"e\" x=\"590\" y=\"-6\" width=\"6\" height=\"10\"/><text x=\"600\" y=\"0\">▼ evidence uses (below the bar)</text>"
+        } else {
+            ""
+        },
+    );
+}
+
+/// Left edge and width of `(from, to]` on the plot, at least `min` wide.
+fn x_and_width(tl: &Timeline, from: Timestamp, to: Timestamp, min: f64) -> (f64, f64) {
+    let x = timeline_x(tl, from);
+    let w = (timeline_x(tl, to) - x).max(min);
+    (x.min(PLOT_X1 - w), w)
+}
+
+/// Left edge and width of bucket `b` (the last one ends at `now`).
+fn bucket_x(tl: &Timeline, b: usize) -> (f64, f64) {
+    x_and_width(
+        tl,
+        tl.bucket_start(b),
+        tl.bucket_start(b + 1).min(tl.now),
+        1.5,
+    )
+}
+
+/// Above this many buckets with uses, the table summarises a lane's row.
+const TABLE_BUCKETS: usize = 24;
+
+fn timeline_table(html: &mut String, tl: &Timeline) {
+    let evidence = tl
+        .lanes
+        .iter()
+        .any(|l| l.uses.iter().any(|u| u.role == Role::Evidence));
+    let _ = writeln!(
+        html,
+        "<details><summary>The timeline as a table</summary>\n<p>Window {start} → now {now} +00:00; {ready}; \
+         uses in buckets of {width}, each listed by its start (a busy row is summed up; every bucket is in /api/v1/status); holes are unobserved time.</p>\n\
+         <table><thead><tr><th>instance</th><th>observed</th><th>holes (cause, when)</th><th>quiet-counter uses</th>{ev}</tr></thead>\n<tbody>",
+        start = utc(tl.window_start),
+        now = utc(tl.now),
+        ready = match tl.ready_at {
+            Some(r) if r <= tl.now => "ready now".to_owned(),
+            Some(r) => format!("projected ready {} +00:00", utc(r)),
+            None => "cannot turn ready without a change".to_owned(),
+        },
+        width = human_duration(Duration::from_millis(tl.bucket_millis.max(0) as u64)),
+        ev = if evidence {
+            "<th>evidence uses</th>"
+        } else {
+            ""
+        },
+    );
+    let window = tl.now.since(tl.window_start).as_secs_f64().max(1e-9);
+    for lane in &tl.lanes {
+        let observed: f64 = lane.covered.iter().map(|i| i.len().as_secs_f64()).sum();
+        let holes = if lane.holes.is_empty() {
+            "none".to_owned()
+        } else {
+            lane.holes
+                .iter()
+                .map(|h| {
+                    let causes: Vec<&str> = h.causes.iter().map(|g| g.label()).collect();
+                    format!(
+                        "{}: {}",
+                        causes.join(", "),
+                        span_words(h.during.from, h.during.to)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("<br>")
+        };
+        let _ = write!(
+            html,
+            "<tr><td class=\"mono\">{}</td><td>{}</td><td>{holes}</td>",
+            escape(&lane.instance),
+            percent(observed / window),
+        );
+        for role in [Role::Quiet, Role::Evidence] {
+            if role == Role::Evidence && !evidence {
+                continue;
+            }
+            let cells: Vec<String> = lane
+                .uses
+                .iter()
+                .filter(|u| u.role == role)
+                .map(|u| uses_cell(tl, u))
+                .collect();
+            let _ = write!(html, "<td>{}</td>", cells.join("<br>"));
+        }
+        html.push_str("</tr>\n");
+    }
+    html.push_str("</tbody>\n</table>\n</details>\n");
+}
+
+fn uses_cell(tl: &Timeline, u: &Uses) -> String {
+    let family = u
+        .family
+        .strip_prefix("serviceaccount_")
+        .unwrap_or(&u.family);
+    let mut out = format!("{}: {}", escape(family), u.total);
+    if u.buckets.is_empty() {
+        return out;
+    }
+    if u.buckets.len() > TABLE_BUCKETS {
+        let (b, n) = u
+            .buckets
+            .iter()
+            .copied()
+            .max_by_key(|&(b, n)| (n, std::cmp::Reverse(b)))
+            .unwrap_or((0, 0));
+        let _ = write!(
+            out,
+            " in {} buckets; the most, {n}, from {}",
+            u.buckets.len(),
+            utc(tl.bucket_start(b))
+        );
+    } else {
+        let list: Vec<String> = u
+            .buckets
+            .iter()
+            .map(|&(b, n)| format!("{} ×{n}", utc(tl.bucket_start(b))))
+            .collect();
+        let _ = write!(out, " ({})", list.join(", "));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1044,5 +1629,191 @@ mod tests {
         );
         assert_eq!(percent(0.99999), "99.9 %");
         assert_eq!(percent(1.0), "100.0 %");
+    }
+}
+
+#[cfg(test)]
+mod timeline_tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::ledger::{Ledger, Observation, Retention, SeriesKey};
+    use crate::timeline;
+    use crate::verdict::CutoverSpec;
+
+    const LEGACY: &str = "serviceaccount_legacy_tokens_total";
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_secs(1_800_000_000 + secs)
+    }
+
+    fn obs(start: i64, legacy: u64) -> Observation {
+        Observation {
+            start_time: Some(t(start)),
+            values: BTreeMap::from([(SeriesKey::family(LEGACY), legacy)]),
+        }
+    }
+
+    /// Known ground truth on a manual clock: a window of 30 minutes, two
+    /// instances scraped every 10 s; A counts 3 uses in (300, 310] and 5 in
+    /// (900, 910]; B restarts at 1_205 s (hole (1_200, 1_205]) and counts 2
+    /// uses since, seen at 1_210 s.
+    fn status_of(instances: &[&str]) -> (Status, Timestamp) {
+        let mut ledger = Ledger::new(Retention::default());
+        let mut a = 0;
+        for s in (0..=1_800).step_by(10) {
+            a += match s {
+                310 => 3,
+                910 => 5,
+                _ => 0,
+            };
+            ledger.observe(instances[0], t(s), obs(-100, a));
+            ledger.observe(
+                instances[1],
+                t(s),
+                if s < 1_210 {
+                    obs(-100, 7)
+                } else {
+                    obs(1_205, 2)
+                },
+            );
+        }
+        let now = t(1_800);
+        let spec = CutoverSpec::legacy_tokens(Duration::from_secs(1_800), Duration::from_secs(60));
+        let tl = timeline::build(&spec, &ledger, now, Some(Duration::ZERO));
+        let c = CutoverStatus::for_test(
+            "legacy-tokens",
+            spec.window,
+            State::InUse,
+            Reason::QuietCounterIncreased,
+            now,
+        )
+        .with_timeline(tl);
+        let status = Status {
+            version: "1.0.0".into(),
+            evaluated_at: Some(now),
+            cutovers: vec![c],
+            ..Status::default()
+        };
+        (status, now)
+    }
+
+    /// The values of `attr` on every element whose start tag begins with `open`.
+    fn attrs(page: &str, open: &str, attr: &str) -> Vec<String> {
+        page.match_indices(open)
+            .map(|(i, _)| {
+                let tag = &page[i..i + page[i..].find('>').expect("a closed tag")];
+                let key = format!(" {attr}=\"");
+                let from = tag.find(&key).expect("the attribute") + key.len();
+                tag[from..from + tag[from..].find('"').unwrap()].to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_svg_draws_a_lane_per_instance_marks_in_their_buckets_and_holes_where_they_are() {
+        let (status, now) = status_of(&["a:6443", "b:6443"]);
+        let page = render(&status, now);
+        assert_eq!(page.matches("<svg ").count(), 1);
+        assert_eq!(
+            attrs(&page, "<g class=\"lane\"", "data-instance"),
+            ["a:6443", "b:6443"]
+        );
+        // 180 buckets of 10 s over 805 units from x = 180: bucket i at
+        // 180 + i × 805 / 180.
+        assert_eq!(
+            attrs(&page, "<rect class=\"use q\"", "x"),
+            ["314.2", "582.5", "716.7"]
+        );
+        assert_eq!(
+            attrs(&page, "<rect class=\"use q\"", "width"),
+            ["4.5", "4.5", "4.5"]
+        );
+        // The restart hole (1_200, 1_205] on B: x = 180 + 1_200 × 805 / 1_800.
+        assert_eq!(
+            attrs(&page, "<rect class=\"hole g-restart\"", "x"),
+            ["716.7"]
+        );
+        assert_eq!(
+            attrs(&page, "<rect class=\"hole g-restart\"", "fill"),
+            ["url(#hatch0)"]
+        );
+        assert_eq!(page.matches("<rect class=\"hole ").count(), 1);
+        assert!(
+            page.contains(
+                "<title>3 quiet-counter uses: 2027-01-15 08:05:00 → 08:05:10 +00:00 (10s)</title>"
+            ),
+            "{page}"
+        );
+        assert!(page.contains(
+            "<title>unobserved (restart): apiserver restart: uses before it may be lost; \
+             2027-01-15 08:20:00 → 08:20:05 +00:00 (5s)</title>"
+        ));
+        // Markers: window start, now and ready (now) with their times.
+        for title in [
+            "<title>window start: 2027-01-15 08:00:00 +00:00</title>",
+            "<title>now: 2027-01-15 08:30:00 +00:00</title>",
+            ">ready now</text>",
+            "UTC (+00:00)",
+        ] {
+            assert!(page.contains(title), "missing {title}");
+        }
+        // The same data as a table under <details>.
+        let details = &page[page.find("<details>").expect("a table")..];
+        assert!(
+            details.contains(
+                "<td class=\"mono\">a:6443</td><td>100.0 %</td><td>none</td>\
+             <td>legacy_tokens_total: 8 (2027-01-15 08:05:00 ×3, 2027-01-15 08:15:00 ×5)</td>"
+            ),
+            "{details}"
+        );
+        assert!(details.contains("restart: 2027-01-15 08:20:00 → 08:20:05 +00:00 (5s)"));
+        assert!(!page.contains("<script"));
+    }
+
+    #[test]
+    fn instance_names_are_escaped_in_the_svg() {
+        let (status, now) = status_of(&["<b>&x:1", "b:6443"]);
+        let page = render(&status, now);
+        assert!(page.contains("data-instance=\"&lt;b&gt;&amp;x:1\""));
+        assert!(!page.contains("<b>&x"));
+    }
+
+    #[test]
+    fn busy_rows_become_one_bar_path_so_the_page_stays_small() {
+        let mut ledger = Ledger::new(Retention::default());
+        let names: Vec<String> = (0..64).map(|i| format!("10.0.{i}.1:6443")).collect();
+        // Uses in every scrape interval on every instance for 7 days.
+        for step in 0..=(7 * 24 * 6) {
+            let s = step * 600;
+            for name in &names {
+                ledger.observe(name, t(s), obs(-100, step as u64 * 3));
+            }
+        }
+        let now = t(7 * 86_400);
+        let spec =
+            CutoverSpec::legacy_tokens(Duration::from_secs(7 * 86_400), Duration::from_secs(600));
+        let tl = timeline::build(&spec, &ledger, now, None);
+        assert_eq!(tl.lanes.len(), 64);
+        let status = Status {
+            cutovers: vec![
+                CutoverStatus::for_test(
+                    "legacy-tokens",
+                    spec.window,
+                    State::InUse,
+                    Reason::QuietCounterIncreased,
+                    now,
+                )
+                .with_timeline(tl),
+            ],
+            ..Status::default()
+        };
+        let page = render(&status, now);
+        let single = page.matches("<rect class=\"use q\"").count();
+        let dense = page.matches("<path class=\"use q dense\"").count();
+        assert!(single <= MARK_BUDGET, "{single}");
+        assert_eq!(page.matches("<g class=\"lane\"").count(), 64);
+        assert!(dense > 0 && dense <= 64, "{dense}");
+        assert!(page.len() < 100 * 1024, "{} bytes", page.len());
     }
 }

@@ -15,6 +15,8 @@ command -v yamllint >/dev/null || missing+=(yamllint)
 # for prometheus-operator's CRD schemas (tests/it/deploy.rs).
 command -v buildah >/dev/null || missing+=(buildah)
 command -v npm >/dev/null || missing+=(nodejs npm)
+# Headless Chromium takes the status page screenshots (tests/it/timeline.rs).
+command -v chromium >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "run-all: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -58,7 +60,7 @@ for f in src/lib.rs $(find src -name mod.rs); do
     purity_fail=1
   fi
 done
-for core in exposition ledger window verdict status inspect check families time endpointslice \
+for core in exposition ledger window verdict status inspect check families time timeline endpointslice \
   config status_page simulator/world simulator/page simulator/scenario simulator/objects \
   simulator/attribution attribution/secrets attribution/workloads attribution/report attribution/audit \
   daemon/core; do

@@ -18,6 +18,7 @@ use crate::scrape::{ScrapeError, Scraped};
 use crate::state::{self, Snapshot};
 use crate::status::{CutoverStatus, KindUses, ScrapeErrorKind, Status, TargetHealth};
 use crate::time::Timestamp;
+use crate::timeline;
 use crate::verdict::{self, Assessment, CutoverSpec, Tracker, Transition};
 use crate::window::IncreaseWindow;
 
@@ -232,7 +233,15 @@ impl Core {
             evaluated_at: Some(now),
             cutovers: verdicts
                 .iter()
-                .map(|(s, v)| CutoverStatus::new(s, v))
+                .map(|(s, v)| {
+                    let ready_in = v.assessment.ready_in;
+                    CutoverStatus::new(s, v).with_timeline(timeline::build(
+                        s,
+                        &self.ledger,
+                        now,
+                        ready_in,
+                    ))
+                })
                 .collect(),
             targets: self
                 .targets
@@ -392,6 +401,30 @@ window = "{window}"
         assert_eq!(c.blocking_instances, [A]);
         assert_eq!(status.targets.len(), 1);
         assert!(!status.targets[0].up && status.targets[0].last_scrape.is_none());
+    }
+
+    #[test]
+    fn the_status_carries_each_cutovers_timeline_with_a_lane_per_target() {
+        let (mut core, m) = core_with(&[A, B]);
+        scrape(&mut core, &m, t(10), page(3, true));
+        scrape(&mut core, &m, t(70), page(5, true));
+        let (status, _) = evaluate(&mut core, &m, t(600));
+        let timeline = status.cutovers[0].timeline.as_ref().expect("a timeline");
+        assert_eq!((timeline.now, timeline.window_start), (t(600), t(-3_000)));
+        let lanes: Vec<&str> = timeline.lanes.iter().map(|l| l.instance.as_str()).collect();
+        assert_eq!(lanes, [A, B]);
+        // A's 2 uses, seen at 70 s; B listed and never scraped.
+        assert_eq!(timeline.lanes[0].uses[0].total, 2);
+        assert_eq!(
+            timeline.lanes[0].uses[0].buckets,
+            vec![(timeline.bucket_of(t(70)), 2)]
+        );
+        assert_eq!(
+            timeline.lanes[1].holes[0].causes,
+            [crate::timeline::Gap::NeverScraped]
+        );
+        let json = serde_json::to_value(&status).expect("serializable");
+        assert!(json["cutovers"][0]["timeline"]["lanes"].is_array());
     }
 
     #[test]

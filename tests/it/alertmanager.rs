@@ -237,6 +237,7 @@ fn cutover(name: &str, state: State, since: Timestamp) -> CutoverStatus {
         last_regression: None,
         blocking_instances: Vec::new(),
         evidence_sources: None,
+        timeline: None,
     }
 }
 

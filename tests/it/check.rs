@@ -537,6 +537,7 @@ fn json_is_the_api_status_shape() {
             last_regression: None,
             blocking_instances: Vec::new(),
             evidence_sources: None,
+            timeline: None,
         }],
         targets: vec![TargetHealth::default()],
         kinds: vec![KindUses {

@@ -32,4 +32,5 @@ mod serve;
 mod server;
 mod simulator;
 mod simulator_world;
+mod timeline;
 mod verdict;

@@ -114,6 +114,7 @@ fn sample_status() -> Status {
             last_regression: None,
             blocking_instances: Vec::new(),
             evidence_sources: None,
+            timeline: None,
         }],
         targets: vec![
             TargetHealth {
