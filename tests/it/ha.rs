@@ -646,7 +646,7 @@ async fn handover(processes: bool) {
         assert!(truth > 0, "instance {i} saw legacy uses");
         total += truth;
         let series =
-            format!("cutover_apiserver_token_uses_total{{instance=\"{addr}\",kind=\"legacy\"}}");
+            format!("cutover_apiserver_token_uses_total{{apiserver=\"{addr}\",kind=\"legacy\"}}");
         assert_eq!(
             b.metric(&series).await,
             Some(truth as f64),

@@ -480,7 +480,7 @@ async fn backfill_then_own_scrapes_of_the_same_apiservers_agree() {
         ])
         .await;
     for (i, resets, holes) in [(0, 1.0, 2.0), (1, 1.0, 1.0), (3, 0.0, 0.0)] {
-        let labels = [("instance", addresses[i].as_str())];
+        let labels = [("apiserver", addresses[i].as_str())];
         assert_eq!(
             (
                 sample(&page, "cutover_apiserver_resets_total", &labels),
